@@ -1,0 +1,364 @@
+"""DAT: Vision Transformer with Deformable Attention (Xia et al., CVPR 2022).
+
+A four-stage pyramid (strides 4/8/16/32). Every stage stacks pairs of blocks
+``(local window attention, X)`` where X is shift-window attention in stages 1-2 and
+deformable attention in stages 3-4 (Table 1); ``stage_types`` picks X per stage for the
+ablations (Tables 6-8). Parameter names follow mmpretrain's Swin where the modules are the
+same; ``tools/model_converters/dat_to_mmdat.py`` maps the authors' checkpoints onto them.
+"""
+import copy
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+from mmcv.cnn import build_norm_layer
+from mmcv.cnn.bricks.drop import DropPath
+from mmcv.cnn.bricks.transformer import FFN, PatchEmbed
+from mmengine.model import BaseModule, ModuleList
+from mmengine.model.weight_init import trunc_normal_
+from mmengine.utils import to_2tuple
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ...registry import register_model
+from ..layers.deformable_attention import (DeformableAttention, resize_fixed_bias,
+                                           resize_rpe_table)
+from ..layers.window_attention import WindowMSA, resize_window_bias_table, window_attention
+
+STAGE_TYPES = ('swin', 'deformable')
+
+
+class DATBlock(BaseModule):
+    """Pre-norm Transformer block: x + DropPath(Attn(LN(x))), then x + DropPath(MLP(LN(x)))."""
+
+    def __init__(self, embed_dims, attn, ffn_ratio=4., drop_path=0., with_cp=False,
+                 init_cfg=None):
+        super().__init__(init_cfg)
+        self.with_cp = with_cp
+        self.norm1 = build_norm_layer(dict(type='LN'), embed_dims)[1]
+        self.attn = attn
+        self.norm2 = build_norm_layer(dict(type='LN'), embed_dims)[1]
+        self.ffn = FFN(
+            embed_dims=embed_dims, feedforward_channels=int(embed_dims * ffn_ratio),
+            num_fcs=2, ffn_drop=0., act_cfg=dict(type='GELU'), add_identity=True,
+            dropout_layer=dict(type='DropPath', drop_prob=drop_path))
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x, hw_shape):
+
+        def _inner_forward(x):
+            x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
+            return self.ffn(self.norm2(x), identity=x)
+
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(_inner_forward, x, use_reentrant=False)
+        return _inner_forward(x)
+
+
+class DATStage(BaseModule):
+    """One stage: an optional 2x downsampling conv, then ``depth`` blocks.
+
+    Blocks alternate local window attention (even indices) and the stage's second attention
+    (odd indices): shift-window for ``'swin'`` stages, deformable for ``'deformable'`` ones.
+    """
+
+    def __init__(self, in_channels, embed_dims, depth, num_heads, stage_type, window_size,
+                 drop_paths, downsample=False, conv_stem=False, with_cp=False,
+                 deform_cfg=None, init_cfg=None):
+        super().__init__(init_cfg)
+        if downsample:
+            # non-overlapping 2x2 conv (Appendix B: overlapping 3x3) without bias -> LN
+            k, p = (3, 1) if conv_stem else (2, 0)
+            self.downsample = PatchEmbed(
+                in_channels=in_channels, embed_dims=embed_dims, kernel_size=k, stride=2,
+                padding=p if conv_stem else 'corner', bias=False, norm_cfg=dict(type='LN'))
+        else:
+            self.downsample = None
+
+        blocks = []
+        for i in range(depth):
+            if i % 2 == 0:
+                attn = window_attention(embed_dims, num_heads, window_size, shifted=False)
+            elif stage_type == 'swin':
+                attn = window_attention(embed_dims, num_heads, window_size, shifted=True)
+            else:
+                attn = DeformableAttention(embed_dims, num_heads, **deform_cfg)
+            blocks.append(DATBlock(embed_dims, attn, drop_path=drop_paths[i], with_cp=with_cp))
+        self.blocks = ModuleList(blocks)
+
+    def forward(self, x, hw_shape):
+        if self.downsample is not None:
+            B, L, C = x.shape
+            x, hw_shape = self.downsample(x.transpose(1, 2).reshape(B, C, *hw_shape))
+        for block in self.blocks:
+            x = block(x, hw_shape)
+        return x, hw_shape
+
+
+@register_model()
+class DAT(BaseModule):
+    """Deformable Attention Transformer backbone.
+
+    Args:
+        arch (str | dict): ``'tiny'``/``'small'``/``'base'`` (or ``'t'``/``'s'``/``'b'``) from
+            Table 1, or a dict with keys ``embed_dims``, ``depths``, ``num_heads``, ``groups``
+            (4 entries each; ``depths`` counts single blocks, two per (local, X) pair).
+        img_size (int | tuple): pretraining image size. It sizes the deformable position
+            tables (feature size at the stage, e.g. 14x14 in stage 3 at 224); inputs of any
+            size work.
+        in_channels (int): input channels. Defaults to 3.
+        window_size (int): window of the local and shift-window attention (7; 12 at 384).
+        stage_types (Sequence[str]): per stage, the second block of each pair: ``'swin'``
+            (shift-window) or ``'deformable'``. Defaults to the paper's
+            ``('swin', 'swin', 'deformable', 'deformable')``.
+        key_downsample (int | Sequence[int]): r of the deformable blocks, per stage or for all.
+            The released ImageNet models use 1; dense configs choose larger values (README).
+        offset_range (float | Sequence[float]): s, the offset range factor (2 in the paper).
+        offset_kernels (Sequence[int]): k of the offset network's depthwise conv per stage.
+        pos_encoding (str): position encoding of the deformable blocks: ``'relative'``,
+            ``'none'``, ``'fixed'`` or ``'dwconv'`` (Table 6).
+        use_offsets (bool): sample keys at deformed points (True) or on the reference grid.
+        conv_stem (bool): overlapping conv patch embedding and downsampling (Appendix B).
+        drop_path_rate (float): stochastic depth, rising linearly over all blocks.
+        out_indices (Sequence[int]): stages whose (LayerNorm-ed) maps are returned.
+        frozen_stages (int): stages ``0..frozen_stages`` (and the stem) are frozen; -1: none.
+        norm_eval (bool): keep the norm layers in eval mode during training (DAT has only
+            LayerNorms, which behave the same in both modes; kept for API parity).
+        with_cp (bool): activation checkpointing of every block.
+        init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint=..., prefix=...)``.
+    """
+
+    arch_zoo = {
+        **dict.fromkeys(['t', 'tiny'], {
+            'embed_dims': [96, 192, 384, 768], 'depths': [2, 2, 6, 2],
+            'num_heads': [3, 6, 12, 24], 'groups': [1, 2, 3, 6]}),
+        **dict.fromkeys(['s', 'small'], {
+            'embed_dims': [96, 192, 384, 768], 'depths': [2, 2, 18, 2],
+            'num_heads': [3, 6, 12, 24], 'groups': [1, 2, 3, 6]}),
+        **dict.fromkeys(['b', 'base'], {
+            'embed_dims': [128, 256, 512, 1024], 'depths': [2, 2, 18, 2],
+            'num_heads': [4, 8, 16, 32], 'groups': [1, 2, 4, 8]}),
+    }
+    num_stages = 4
+    min_input_size = 32  # total stride: the last stage needs at least one token
+
+    def __init__(self,
+                 arch='tiny',
+                 img_size=224,
+                 in_channels=3,
+                 window_size=7,
+                 stage_types=('swin', 'swin', 'deformable', 'deformable'),
+                 key_downsample=1,
+                 offset_range=2.0,
+                 offset_kernels=(9, 7, 5, 3),
+                 pos_encoding='relative',
+                 use_offsets=True,
+                 conv_stem=False,
+                 drop_path_rate=0.2,
+                 out_indices=(3, ),
+                 frozen_stages=-1,
+                 norm_eval=False,
+                 with_cp=False,
+                 init_cfg=None):
+        super().__init__(init_cfg)
+        self.arch_settings = self._parse_arch(arch)
+        dims = self.arch_settings['embed_dims']
+        depths = self.arch_settings['depths']
+        heads = self.arch_settings['num_heads']
+        groups = self.arch_settings['groups']
+
+        if not isinstance(in_channels, int) or in_channels < 1:
+            raise ValueError(f'DAT: in_channels must be a positive int, got {in_channels!r}')
+        if not isinstance(window_size, int) or window_size < 2:
+            raise ValueError(f'DAT: window_size must be an int >= 2, got {window_size!r}')
+        stage_types = self._per_stage(stage_types, 'stage_types')
+        for t in stage_types:
+            if t not in STAGE_TYPES:
+                raise ValueError(f'DAT: stage_types entries must be one of {STAGE_TYPES}, '
+                                 f'got {t!r}')
+        key_downsample = self._per_stage(key_downsample, 'key_downsample')
+        offset_range = self._per_stage(offset_range, 'offset_range')
+        offset_kernels = self._per_stage(offset_kernels, 'offset_kernels')
+        if isinstance(out_indices, int):
+            out_indices = [out_indices]
+        if not isinstance(out_indices, Sequence) or len(out_indices) == 0:
+            raise TypeError(f'DAT: out_indices must be an int or a non-empty sequence, '
+                            f'got {out_indices!r}')
+        out_indices = sorted(i % self.num_stages if -self.num_stages <= i < 0 else i
+                             for i in out_indices)
+        for i in out_indices:
+            if not 0 <= i < self.num_stages:
+                raise ValueError(f'DAT: out_indices {tuple(out_indices)} out of range: DAT has '
+                                 f'{self.num_stages} stages (0..{self.num_stages - 1})')
+        if not -1 <= frozen_stages < self.num_stages:
+            raise ValueError(f'DAT: frozen_stages must be in -1..{self.num_stages - 1}, '
+                             f'got {frozen_stages}')
+        if drop_path_rate < 0 or drop_path_rate >= 1:
+            raise ValueError(f'DAT: drop_path_rate must be in [0, 1), got {drop_path_rate}')
+
+        self.in_channels = in_channels
+        self.img_size = to_2tuple(img_size)
+        self.window_size = window_size
+        self.stage_types = stage_types
+        self.out_indices = tuple(out_indices)
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.with_cp = with_cp
+
+        # stem: 4x4 stride-4 conv (Appendix B: 7x7 stride 4, padding 3) -> LN
+        self.patch_embed = PatchEmbed(
+            in_channels=in_channels, embed_dims=dims[0], kernel_size=7 if conv_stem else 4,
+            stride=4, padding=3 if conv_stem else 'corner', norm_cfg=dict(type='LN'))
+
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.stages = ModuleList()
+        for i in range(self.num_stages):
+            feat_size = tuple(s // (4 * 2**i) for s in self.img_size)
+            deform_cfg = dict(
+                groups=groups[i], feat_size=feat_size, key_downsample=key_downsample[i],
+                offset_range=offset_range[i], offset_kernel=offset_kernels[i],
+                pos_encoding=pos_encoding, use_offsets=use_offsets)
+            self.stages.append(DATStage(
+                in_channels=dims[i - 1] if i > 0 else dims[0], embed_dims=dims[i],
+                depth=depths[i], num_heads=heads[i], stage_type=stage_types[i],
+                window_size=window_size, drop_paths=dpr[sum(depths[:i]):sum(depths[:i + 1])],
+                downsample=i > 0, conv_stem=conv_stem, with_cp=with_cp,
+                deform_cfg=deform_cfg))
+
+        self.num_features = dims
+        for i in self.out_indices:
+            self.add_module(f'norm{i}', build_norm_layer(dict(type='LN'), dims[i])[1])
+
+        self._register_load_state_dict_pre_hook(self._resize_position_tables)
+
+    # ------------------------------------------------------------------ construction helpers
+    def _parse_arch(self, arch):
+        if isinstance(arch, str):
+            key = arch.lower()
+            if key not in self.arch_zoo:
+                raise ValueError(f'DAT: unknown arch {arch!r}; choose one of '
+                                 f'{sorted(set(self.arch_zoo))} or pass a dict')
+            return copy.deepcopy(self.arch_zoo[key])
+        if not isinstance(arch, dict):
+            raise TypeError(f'DAT: arch must be a str or a dict, got {type(arch).__name__}')
+        essential = {'embed_dims', 'depths', 'num_heads', 'groups'}
+        missing = essential - set(arch)
+        if missing:
+            raise ValueError(f'DAT: custom arch misses keys {sorted(missing)}')
+        arch = {k: list(self._per_stage(arch[k], k)) for k in essential}
+        for i, (c, m, g) in enumerate(zip(arch['embed_dims'], arch['num_heads'],
+                                          arch['groups'])):
+            if c % m != 0:
+                raise ValueError(f'DAT: stage {i}: embed_dims {c} not divisible by '
+                                 f'num_heads {m}')
+            if m % g != 0:
+                raise ValueError(f'DAT: stage {i}: num_heads {m} is not a multiple of '
+                                 f'groups {g}')
+        return arch
+
+    def _per_stage(self, value, name):
+        if isinstance(value, (list, tuple)):
+            if len(value) != self.num_stages:
+                raise ValueError(f'DAT: {name} needs {self.num_stages} entries (one per stage),'
+                                 f' got {len(value)}: {value!r}')
+            return tuple(value)
+        return (value, ) * self.num_stages
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x):
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            raise ValueError('DAT expects a 4-D (B, C, H, W) image tensor, got '
+                             f'{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x)}')
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f'DAT was built for {self.in_channels} input channels, '
+                             f'got an input with {x.shape[1]} (shape {tuple(x.shape)})')
+        if min(x.shape[2:]) < self.min_input_size:
+            raise ValueError(f'DAT needs images of at least {self.min_input_size}x'
+                             f'{self.min_input_size} pixels (its total stride), got '
+                             f'{x.shape[2]}x{x.shape[3]}')
+        x, hw_shape = self.patch_embed(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x, hw_shape = stage(x, hw_shape)
+            if i in self.out_indices:
+                out = getattr(self, f'norm{i}')(x)
+                outs.append(out.transpose(1, 2).reshape(x.shape[0], -1, *hw_shape).contiguous())
+        return tuple(outs)
+
+    # ------------------------------------------------------------------ init / train modes
+    def init_weights(self):
+        super().init_weights()
+        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
+            return
+        # the authors' initialisation: PyTorch defaults, trunc_normal(0.01) for bias tables
+        for m in self.modules():
+            if isinstance(m, WindowMSA):
+                trunc_normal_(m.relative_position_bias_table, std=0.01)
+
+    def _freeze_stages(self):
+        if self.frozen_stages >= 0:
+            self.patch_embed.eval()
+            for param in self.patch_embed.parameters():
+                param.requires_grad = False
+        for i in range(self.frozen_stages + 1):
+            self.stages[i].eval()
+            for param in self.stages[i].parameters():
+                param.requires_grad = False
+            if i in self.out_indices:
+                norm = getattr(self, f'norm{i}')
+                norm.eval()
+                for param in norm.parameters():
+                    param.requires_grad = False
+
+    def train(self, mode=True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, (_BatchNorm, nn.LayerNorm, nn.GroupNorm)):
+                    m.eval()
+        return self
+
+    # ------------------------------------------------------------------ checkpoint loading
+    def _resize_position_tables(self, state_dict, prefix, *args, **kwargs):
+        """Load hook: fit window and deformable position tables of another size.
+
+        Window tables ((2w-1)^2, M) are resized bicubically as in mmdet's Swin (e.g. 7 -> 12
+        for the 384 model), their index buffers regenerated; deformable 'relative' tables
+        (M, 2H0-1, 2W0-1) are resized bilinearly (align_corners, as they are sampled) and
+        'fixed' biases (M, H0*W0, Hk0*Wk0) bilinearly along both grids. A table whose head
+        count differs is left alone, so loading reports its shape mismatch by name.
+        """
+        for name, module in self.named_modules():
+            key = f'{prefix}{name}.'
+            if isinstance(module, WindowMSA):
+                table_key = key + 'relative_position_bias_table'
+                if table_key not in state_dict:
+                    continue
+                src, dst = state_dict[table_key], module.relative_position_bias_table
+                if src.shape != dst.shape and src.shape[1] == dst.shape[1]:
+                    state_dict[table_key] = resize_window_bias_table(
+                        src, int(round(dst.shape[0]**0.5)))
+                # the index is derived from the window size: always our own
+                state_dict[key + 'relative_position_index'] = module.relative_position_index
+            elif isinstance(module, DeformableAttention) and isinstance(
+                    module.rpe_table, nn.Parameter):
+                table_key = key + 'rpe_table'
+                if table_key not in state_dict:
+                    continue
+                src, dst = state_dict[table_key], module.rpe_table
+                if src.dim() != dst.dim() or src.shape == dst.shape or src.shape[0] != dst.shape[0]:
+                    continue
+                if module.pos_encoding == 'relative':
+                    state_dict[table_key] = resize_rpe_table(src, dst.shape[1:])
+                else:
+                    state_dict[table_key] = _resize_fixed_from_shape(module, src, dst)
+
+
+def _resize_fixed_from_shape(module, src, dst):
+    """Infer the square grids of a 'fixed' bias from its shape and resize it to ``dst``."""
+    n_q, n_k = src.shape[1:]
+    hq, hk = int(round(n_q**0.5)), int(round(n_k**0.5))
+    H0, W0 = module.feat_size
+    Hk0, Wk0 = module.key_grid_size(H0, W0)
+    return resize_fixed_bias(src, (hq, n_q // hq, hk, n_k // hk), (H0, W0, Hk0, Wk0))

@@ -1,0 +1,263 @@
+"""Deformable multi-head attention (DAT, Xia et al., CVPR 2022, Sec. 3.2).
+
+The maths lives in :func:`deformable_attention`, a pure function that follows Eqs. 6-9 line
+by line; :class:`DeformableAttention` holds the parameters, computes the deformed points with
+the offset network, and calls it.
+
+Conventions (those of the authors' released ImageNet models, see the README):
+
+* points are normalised to ``[-1, 1]`` and stored in ``(y, x)`` order; a grid of ``n`` cells
+  has its points at ``((i + 0.5) / n) * 2 - 1``;
+* features and the position-bias table are sampled bilinearly with ``align_corners=True`` and
+  zero padding;
+* the relative displacement of a (query, key) pair is ``(q_pos - k_pos) / 2``, which lies in
+  ``[-1, 1]`` when both points lie in the feature map, and indexes the bias table
+  ``B^ in R^{M x (2H0-1) x (2W0-1)}`` in normalised coordinates, so one table serves any input
+  size.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.model import BaseModule
+from mmengine.model.weight_init import trunc_normal_
+
+POS_ENCODINGS = ('relative', 'none', 'fixed', 'dwconv')
+
+
+def grid_points(height, width, device=None, dtype=None):
+    """Uniform reference points ``p`` of an ``height x width`` grid, shape (H, W, 2), (y, x)."""
+    ys = (torch.arange(height, device=device, dtype=dtype) + 0.5) / height * 2 - 1
+    xs = (torch.arange(width, device=device, dtype=dtype) + 0.5) / width * 2 - 1
+    return torch.stack(torch.meshgrid(ys, xs, indexing='ij'), dim=-1)
+
+
+def sample(z, points):
+    """Bilinear sampling phi(z; p) of Eq. 8.
+
+    Args:
+        z (Tensor): (N, C, H, W) maps to sample from.
+        points (Tensor): (N, ..., 2) normalised (y, x) points, 1 or 2 leading spatial dims.
+
+    Returns:
+        Tensor: (N, C, *points.shape[1:-1]).
+    """
+    squeeze = points.dim() == 3
+    grid = points.flip(-1)  # grid_sample wants (x, y)
+    if squeeze:
+        grid = grid.unsqueeze(1)
+    out = F.grid_sample(z, grid, mode='bilinear', padding_mode='zeros', align_corners=True)
+    return out.squeeze(2) if squeeze else out
+
+
+def deformable_position_bias(table, query_points, key_points):
+    """The deformable relative position bias phi(B^; R) of Eq. 9.
+
+    Args:
+        table (Tensor): (M, 2H0-1, 2W0-1) bias table B^, one per head.
+        query_points (Tensor): (Nq, 2) query positions, normalised (y, x).
+        key_points (Tensor): (B, G, Nk, 2) deformed key positions p + delta p.
+
+    Returns:
+        Tensor: (B, M, Nq, Nk), heads of group g reading the displacements of group g.
+    """
+    B, G, Nk, _ = key_points.shape
+    M = table.shape[0]
+    # R: continuous relative displacements, normalised to [-1, 1]
+    R = (query_points[None, None, :, None, :] - key_points[:, :, None, :, :]) * 0.5
+    tables = table.reshape(1, G, M // G, *table.shape[1:]).expand(B, -1, -1, -1, -1)
+    bias = sample(tables.reshape(B * G, M // G, *table.shape[1:]), R.reshape(B * G, -1, Nk, 2))
+    return bias.reshape(B, M, -1, Nk)
+
+
+def deformable_attention(q, x, points, w_k, b_k, w_v, b_v, num_heads, rpe_table=None,
+                         attn_bias=None):
+    """Deformable multi-head attention, Eqs. 6-9 of the paper.
+
+    Args:
+        q (Tensor): (B, C, H, W) queries ``q = x W_q``.
+        x (Tensor): (B, C, H, W) the input feature map ``x``.
+        points (Tensor): (B, G, Hk, Wk, 2) deformed points ``p + delta p`` of the G offset
+            groups, normalised (y, x). Group g samples channels ``g*C/G .. (g+1)*C/G``.
+        w_k, b_k, w_v, b_v (Tensor): key/value projections ``W_k, W_v`` (C, C) and biases (C,).
+        num_heads (int): M; heads ``g*M/G .. (g+1)*M/G`` attend to group g's keys.
+        rpe_table (Tensor, optional): (M, 2H0-1, 2W0-1) relative position bias table B^.
+        attn_bias (Tensor, optional): an extra additive bias, broadcastable to (B, M, HW, Nk).
+
+    Returns:
+        Tensor: (B, C, H, W), the concatenated heads ``Concat(z^(1), ..., z^(M))`` (before W_o).
+    """
+    B, C, H, W = q.shape
+    G, Hk, Wk = points.shape[1:4]
+    M, d, Nk = num_heads, C // num_heads, Hk * Wk
+
+    # Eqs. 7-8: x~ = phi(x; p + delta p), each offset group samples its own channels
+    x_sampled = sample(x.reshape(B * G, C // G, H, W), points.reshape(B * G, Hk, Wk, 2))
+    x_sampled = x_sampled.reshape(B, C, Nk)
+    # Eq. 6: k~ = x~ W_k, v~ = x~ W_v
+    k = torch.einsum('oc,bcn->bon', w_k, x_sampled) + b_k[:, None]
+    v = torch.einsum('oc,bcn->bon', w_v, x_sampled) + b_v[:, None]
+
+    # Eq. 9: z^(m) = softmax(q^(m) k~^(m)T / sqrt(d) + phi(B^; R)) v~^(m)
+    q = q.reshape(B * M, d, H * W)
+    k = k.reshape(B * M, d, Nk)
+    v = v.reshape(B * M, d, Nk)
+    logits = torch.einsum('bcm,bcn->bmn', q, k) * d**-0.5  # (B*M, HW, Nk)
+    if rpe_table is not None:
+        query_points = grid_points(H, W, q.device, q.dtype).reshape(H * W, 2)
+        bias = deformable_position_bias(rpe_table, query_points, points.reshape(B, G, Nk, 2))
+        logits = logits + bias.reshape(B * M, H * W, Nk)
+    if attn_bias is not None:
+        logits = (logits.reshape(B, M, H * W, Nk) + attn_bias).reshape(B * M, H * W, Nk)
+    attn = logits.softmax(dim=-1)
+    z = torch.einsum('bmn,bcn->bcm', attn, v)  # (B*M, d, HW)
+    return z.reshape(B, C, H, W)
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of a (B, C, H, W) map."""
+
+    def forward(self, x):
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class DeformableAttention(BaseModule):
+    """Deformable multi-head attention module (Figure 2 of the paper).
+
+    Args:
+        embed_dims (int): C.
+        num_heads (int): M.
+        groups (int): G, the offset groups (M must be a multiple of G).
+        feat_size (tuple[int]): (H0, W0), the feature size at the pretraining resolution;
+            sizes the position tables (the relative table serves any size unchanged).
+        key_downsample (int): r, the key grid is ``ceil(H/r) x ceil(W/r)``.
+        offset_range (float): s, offsets are ``s * tanh(.)`` key-grid units of ``2/Hk``
+            normalised, i.e. at most ``s/2`` key cells. ``0`` disables deformation.
+        offset_kernel (int): k of the depthwise conv of the offset network.
+        pos_encoding (str): 'relative' (the paper's deformable relative position bias),
+            'none', 'fixed' (a learnable (M, H0*W0, Hk0*Wk0) bias) or 'dwconv' (CSwin's LePE).
+        use_offsets (bool): if False, keys are sampled on the plain reference grid. The offset
+            network is still built (the paper's Table 6 counts it) but not run.
+    """
+
+    def __init__(self, embed_dims, num_heads, groups, feat_size, key_downsample=1,
+                 offset_range=2.0, offset_kernel=5, pos_encoding='relative', use_offsets=True,
+                 init_cfg=None):
+        super().__init__(init_cfg)
+        if num_heads % groups != 0:
+            raise ValueError(f'DeformableAttention: num_heads ({num_heads}) must be a multiple '
+                             f'of groups ({groups})')
+        if embed_dims % num_heads != 0:
+            raise ValueError(f'DeformableAttention: embed_dims ({embed_dims}) must be divisible '
+                             f'by num_heads ({num_heads})')
+        if offset_range < 0:
+            raise ValueError(f'DeformableAttention: offset_range must be >= 0, got {offset_range}')
+        if pos_encoding not in POS_ENCODINGS:
+            raise ValueError(f'DeformableAttention: pos_encoding must be one of {POS_ENCODINGS}, '
+                             f'got {pos_encoding!r}')
+        if int(key_downsample) < 1:
+            raise ValueError(f'DeformableAttention: key_downsample must be >= 1, '
+                             f'got {key_downsample}')
+        self.embed_dims, self.num_heads, self.groups = embed_dims, num_heads, groups
+        self.feat_size = tuple(feat_size)
+        self.key_downsample = int(key_downsample)
+        self.offset_range = float(offset_range)
+        self.pos_encoding = pos_encoding
+        self.use_offsets = use_offsets
+
+        C, Cg = embed_dims, embed_dims // groups
+        # theta_offset: depthwise conv (stride r) -> LN -> GELU -> 1x1 conv to (dy, dx), no bias
+        self.conv_offset = nn.Sequential(
+            nn.Conv2d(Cg, Cg, offset_kernel, self.key_downsample, offset_kernel // 2, groups=Cg),
+            LayerNorm2d(Cg), nn.GELU(), nn.Conv2d(Cg, 2, 1, bias=False))
+        self.proj_q = nn.Conv2d(C, C, 1)
+        self.proj_k = nn.Conv2d(C, C, 1)
+        self.proj_v = nn.Conv2d(C, C, 1)
+        self.proj_out = nn.Conv2d(C, C, 1)
+
+        H0, W0 = self.feat_size
+        if pos_encoding == 'relative':
+            self.rpe_table = nn.Parameter(torch.zeros(num_heads, 2 * H0 - 1, 2 * W0 - 1))
+        elif pos_encoding == 'fixed':
+            Hk0, Wk0 = self.key_grid_size(H0, W0)
+            self.rpe_table = nn.Parameter(torch.zeros(num_heads, H0 * W0, Hk0 * Wk0))
+        elif pos_encoding == 'dwconv':
+            self.rpe_table = nn.Conv2d(C, C, 3, 1, 1, groups=C)
+        else:
+            self.rpe_table = None
+
+    def key_grid_size(self, H, W):
+        r = self.key_downsample
+        return (H - 1) // r + 1, (W - 1) // r + 1
+
+    def init_weights(self):
+        super().init_weights()
+        if isinstance(self.rpe_table, nn.Parameter):
+            trunc_normal_(self.rpe_table, std=0.01)
+
+    def deformed_points(self, q):
+        """p + delta p for the G groups: (B, G, Hk, Wk, 2), normalised (y, x)."""
+        B, C, H, W = q.shape
+        Hk, Wk = self.key_grid_size(H, W)
+        p = grid_points(Hk, Wk, q.device, q.dtype).expand(B, self.groups, Hk, Wk, 2)
+        if not self.use_offsets:
+            return p
+        offset = self.conv_offset(q.reshape(B * self.groups, C // self.groups, H, W))
+        # delta p <- s tanh(delta p), in units of one key cell's half-extent (2/Hk / 2)
+        scale = offset.new_tensor([1.0 / Hk, 1.0 / Wk]).reshape(1, 2, 1, 1)
+        offset = offset.tanh() * scale * self.offset_range
+        return p + offset.reshape(B, self.groups, 2, Hk, Wk).permute(0, 1, 3, 4, 2)
+
+    def fixed_bias(self, H, W, Hk, Wk):
+        """The 'fixed' learnable bias, resized bilinearly when the sizes differ."""
+        table = self.rpe_table
+        (H0, W0), (Hk0, Wk0) = self.feat_size, self.key_grid_size(*self.feat_size)
+        if (H, W, Hk, Wk) != (H0, W0, Hk0, Wk0):
+            table = resize_fixed_bias(table, (H0, W0, Hk0, Wk0), (H, W, Hk, Wk))
+        return table[None]
+
+    def forward(self, x, hw_shape):
+        """x: (B, L, C) tokens of an ``hw_shape`` map -> (B, L, C)."""
+        B, L, C = x.shape
+        H, W = hw_shape
+        x = x.transpose(1, 2).reshape(B, C, H, W)
+        q = self.proj_q(x)
+        points = self.deformed_points(q)
+        attn_bias = None
+        if self.pos_encoding == 'fixed':
+            attn_bias = self.fixed_bias(H, W, *points.shape[2:4])
+        z = deformable_attention(
+            q, x, points, self.proj_k.weight.flatten(1), self.proj_k.bias,
+            self.proj_v.weight.flatten(1), self.proj_v.bias, self.num_heads,
+            rpe_table=self.rpe_table if self.pos_encoding == 'relative' else None,
+            attn_bias=attn_bias)
+        if self.pos_encoding == 'dwconv':
+            z = z + self.rpe_table(q)
+        return self.proj_out(z).flatten(2).transpose(1, 2)
+
+    def extra_repr(self):
+        return (f'groups={self.groups}, key_downsample={self.key_downsample}, '
+                f'offset_range={self.offset_range}, pos_encoding={self.pos_encoding!r}, '
+                f'use_offsets={self.use_offsets}')
+
+
+def resize_fixed_bias(table, src, dst):
+    """Resize a (M, H*W, Hk*Wk) bias from src=(H, W, Hk, Wk) to dst sizes, bilinearly."""
+    M = table.shape[0]
+    H, W, Hk, Wk = src
+    H2, W2, Hk2, Wk2 = dst
+    t = table.reshape(M * H * W, 1, Hk, Wk)
+    if (Hk, Wk) != (Hk2, Wk2):
+        t = F.interpolate(t, size=(Hk2, Wk2), mode='bilinear', align_corners=False)
+    t = t.reshape(M, H, W, Hk2 * Wk2).permute(0, 3, 1, 2).reshape(M * Hk2 * Wk2, 1, H, W)
+    if (H, W) != (H2, W2):
+        t = F.interpolate(t, size=(H2, W2), mode='bilinear', align_corners=False)
+    return t.reshape(M, Hk2 * Wk2, H2 * W2).transpose(1, 2).contiguous()
+
+
+def resize_rpe_table(table, size):
+    """Resize a (M, 2H0-1, 2W0-1) deformable bias table; it is sampled with align_corners."""
+    return F.interpolate(table[None], size=size, mode='bilinear', align_corners=True)[0]
+
+
+__all__ = ['deformable_attention', 'deformable_position_bias', 'grid_points', 'sample',
+           'DeformableAttention', 'resize_fixed_bias', 'resize_rpe_table']

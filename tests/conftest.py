@@ -1,0 +1,1 @@
+import mmdat  # noqa: F401  (registers mmdat's models and applies the compatibility fixes)

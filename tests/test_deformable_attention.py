@@ -1,0 +1,154 @@
+"""The deformable attention against a naive reference written from the numerics page."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmdat.models.layers import DeformableAttention
+
+
+def bilinear(img, y, x):
+    """Sample img (C, H, W) at normalised (y, x), align_corners=True, zeros outside."""
+    C, H, W = img.shape
+    py, px = (y + 1) / 2 * (H - 1), (x + 1) / 2 * (W - 1)
+    y0, x0 = math.floor(py), math.floor(px)
+    out = img.new_zeros(C)
+    for yy in (y0, y0 + 1):
+        for xx in (x0, x0 + 1):
+            w = max(0.0, 1 - abs(py - yy)) * max(0.0, 1 - abs(px - xx))
+            if 0 <= yy < H and 0 <= xx < W and w > 0:
+                out = out + w * img[:, yy, xx]
+    return out
+
+
+def naive_deformable_attention(mod, x):
+    """Loops over groups, heads, queries and keys, following the numerics page step by step."""
+    B, C, H, W = x.shape
+    M, G = mod.num_heads, mod.groups
+    d, Cg = C // M, C // G
+    r, s = mod.key_downsample, mod.offset_range
+    # 1. q = Conv1x1(x)
+    q = torch.einsum('oc,bchw->bohw', mod.proj_q.weight[:, :, 0, 0], x) + \
+        mod.proj_q.bias[None, :, None, None]
+    outs = []
+    for b in range(B):
+        z = torch.zeros(C, H * W, dtype=x.dtype)
+        pos = {}
+        for g in range(G):
+            qg = q[b:b + 1, g * Cg:(g + 1) * Cg]
+            # 2. offset network: dwconv (stride r) -> LN -> GELU -> 1x1 (no bias)
+            dw = mod.conv_offset[0]
+            o = F.conv2d(qg, dw.weight, dw.bias, stride=r, padding=dw.padding, groups=Cg)
+            ln = mod.conv_offset[1]
+            o = F.layer_norm(o.permute(0, 2, 3, 1), (Cg, ), ln.weight, ln.bias, ln.eps)
+            o = F.gelu(o.permute(0, 3, 1, 2))
+            o = F.conv2d(o, mod.conv_offset[3].weight)[0]  # (2, Hk, Wk)
+            Hk, Wk = o.shape[1:]
+            pts = []
+            for i in range(Hk):
+                for j in range(Wk):
+                    # 4. reference points; 3. bounded offsets
+                    ry, rx = (i + 0.5) / Hk * 2 - 1, (j + 0.5) / Wk * 2 - 1
+                    if mod.use_offsets:
+                        ry = ry + torch.tanh(o[0, i, j]) * s / Hk
+                        rx = rx + torch.tanh(o[1, i, j]) * s / Wk
+                    pts.append((float(ry), float(rx)))
+            pos[g] = pts
+        # 5. sampled features from x, per group; 6. k, v projections
+        keys_per_group = []
+        for g in range(G):
+            keys_per_group.append(torch.stack(
+                [bilinear(x[b, g * Cg:(g + 1) * Cg], py, px) for py, px in pos[g]], dim=1))
+        xs = torch.cat(keys_per_group, dim=0)  # (C, Nk)
+        k = mod.proj_k.weight[:, :, 0, 0] @ xs + mod.proj_k.bias[:, None]
+        v = mod.proj_v.weight[:, :, 0, 0] @ xs + mod.proj_v.bias[:, None]
+        Nk = xs.shape[1]
+        for m in range(M):
+            g = m // (M // G)
+            for qi in range(H * W):
+                i, j = divmod(qi, W)
+                qy, qx = (i + 0.5) / H * 2 - 1, (j + 0.5) / W * 2 - 1
+                logits = []
+                for n in range(Nk):
+                    a = (q[b, m * d:(m + 1) * d, i, j] * k[m * d:(m + 1) * d, n]).sum()
+                    a = a / math.sqrt(d)
+                    if mod.pos_encoding == 'relative':
+                        # 7. bias sampled at the displacement (q_pos - pos) / 2
+                        py, px = pos[g][n]
+                        a = a + bilinear(mod.rpe_table[m:m + 1], (qy - py) * 0.5,
+                                         (qx - px) * 0.5)[0]
+                    elif mod.pos_encoding == 'fixed':
+                        a = a + mod.rpe_table[m, qi, n]
+                    logits.append(a)
+                attn = torch.softmax(torch.stack(logits), 0)
+                z[m * d:(m + 1) * d, qi] = (v[m * d:(m + 1) * d] * attn[None]).sum(1)
+        z = z.reshape(C, H, W)
+        if mod.pos_encoding == 'dwconv':
+            z = z + mod.rpe_table(q[b:b + 1])[0]
+        out = torch.einsum('oc,chw->ohw', mod.proj_out.weight[:, :, 0, 0], z) + \
+            mod.proj_out.bias[:, None, None]
+        outs.append(out)
+    return torch.stack(outs)
+
+
+def _module(pos_encoding='relative', use_offsets=True, key_downsample=1, feat=(5, 6), **kw):
+    torch.manual_seed(0)
+    mod = DeformableAttention(16, num_heads=4, groups=2, feat_size=feat,
+                              key_downsample=key_downsample, offset_range=2.0, offset_kernel=3,
+                              pos_encoding=pos_encoding, use_offsets=use_offsets, **kw)
+    mod.init_weights()
+    with torch.no_grad():  # make offsets and tables large enough to matter
+        mod.conv_offset[3].weight.normal_(0, 1.0)
+        if isinstance(mod.rpe_table, torch.nn.Parameter):
+            mod.rpe_table.normal_(0, 1.0)
+    return mod.double()
+
+
+@pytest.mark.parametrize('pos_encoding', ['relative', 'none', 'fixed', 'dwconv'])
+@pytest.mark.parametrize('use_offsets', [True, False])
+def test_matches_naive_reference(pos_encoding, use_offsets):
+    mod = _module(pos_encoding, use_offsets)
+    x = torch.randn(2, 16, 5, 6, dtype=torch.float64)
+    out = mod(x.flatten(2).transpose(1, 2), (5, 6)).transpose(1, 2).reshape(2, 16, 5, 6)
+    ref = naive_deformable_attention(mod, x)
+    torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-9)
+
+
+def test_matches_naive_reference_with_key_downsampling_and_other_size():
+    # r = 2 and an input larger than the table's pretraining size: the relative table is
+    # indexed in normalised coordinates and serves any size unchanged
+    mod = _module('relative', True, key_downsample=2, feat=(3, 3))
+    x = torch.randn(1, 16, 7, 5, dtype=torch.float64)
+    out = mod(x.flatten(2).transpose(1, 2), (7, 5)).transpose(1, 2).reshape(1, 16, 7, 5)
+    torch.testing.assert_close(out, naive_deformable_attention(mod, x), rtol=1e-9, atol=1e-9)
+
+
+def test_gradcheck_and_offset_gradients():
+    mod = _module('relative', True)
+    x = torch.randn(1, 30, 16, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: mod(t, (5, 6)), (x, ), eps=1e-6, atol=1e-5)
+    mod.zero_grad()
+    mod(x, (5, 6)).square().sum().backward()
+    for p in mod.conv_offset.parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0
+    assert mod.rpe_table.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize('s', [0.0, 0.5, 2.0, 8.0])
+def test_offsets_never_exceed_bound(s):
+    mod = _module()
+    mod.offset_range = s
+    with torch.no_grad():
+        mod.conv_offset[3].weight.mul_(1000.0)  # saturate tanh
+    q = mod.proj_q(torch.randn(2, 16, 9, 7, dtype=torch.float64))
+    pts = mod.deformed_points(q)
+    Hk, Wk = pts.shape[2:4]
+    mod.use_offsets = False
+    grid = mod.deformed_points(q)  # the reference points
+    off = (pts - grid).abs()
+    assert (off[..., 0] <= s / Hk + 1e-12).all() and (off[..., 1] <= s / Wk + 1e-12).all()
+    if s > 0:
+        assert off.max() > 0.9 * s / max(Hk, Wk)
+    else:
+        assert off.max() == 0
