@@ -112,7 +112,9 @@ class DAT(BaseModule):
             (shift-window) or ``'deformable'``. Defaults to the paper's
             ``('swin', 'swin', 'deformable', 'deformable')``.
         key_downsample (int | Sequence[int]): r of the deformable blocks, per stage or for all.
-            The released ImageNet models use 1; dense configs choose larger values (README).
+            The released ImageNet models use r = 1 in stages 3-4. The default (4, 2, 1, 1)
+            gives every stage a 14x14 key grid at 224, which reproduces the FLOPs of Table 7's
+            variants with deformable stages 1-2. Dense configs choose larger r (README).
         offset_range (float | Sequence[float]): s, the offset range factor (2 in the paper).
         offset_kernels (Sequence[int]): k of the offset network's depthwise conv per stage.
         pos_encoding (str): position encoding of the deformable blocks: ``'relative'``,
@@ -148,7 +150,7 @@ class DAT(BaseModule):
                  in_channels=3,
                  window_size=7,
                  stage_types=('swin', 'swin', 'deformable', 'deformable'),
-                 key_downsample=1,
+                 key_downsample=(4, 2, 1, 1),
                  offset_range=2.0,
                  offset_kernels=(9, 7, 5, 3),
                  pos_encoding='relative',
