@@ -152,3 +152,52 @@ def test_offsets_never_exceed_bound(s):
         assert off.max() > 0.9 * s / max(Hk, Wk)
     else:
         assert off.max() == 0
+
+
+@pytest.mark.parametrize('pos_encoding', ['relative', 'fixed', 'none'])
+@pytest.mark.parametrize('hw,r,batch', [((5, 6), 1, 2), ((14, 14), 1, 1), ((23, 17), 2, 2),
+                                        ((9, 31), 3, 1)])
+def test_chunked_path_equals_reference(pos_encoding, hw, r, batch):
+    """The memory-lean path gives the reference's values and gradients (float32, 1e-5)."""
+    torch.manual_seed(0)
+    mod = _module(pos_encoding, key_downsample=r, feat=(7, 7)).float()
+    x = torch.randn(batch, hw[0] * hw[1], 16)
+    grad_out = torch.randn(batch, hw[0] * hw[1], 16)
+    results = []
+    for impl, chunk_size in (('reference', None), ('chunked', 2**22), ('chunked', 0)):
+        mod.impl, mod.chunk_size = impl, chunk_size  # chunk_size 0: one query row per chunk
+        mod.zero_grad()
+        xi = x.clone().requires_grad_()
+        out = mod(xi, hw)
+        out.backward(grad_out)
+        results.append((out.detach(), xi.grad, [p.grad.clone() for p in mod.parameters()
+                                                if p.grad is not None]))
+    ref = results[0]
+    for out, gx, gp in results[1:]:
+        torch.testing.assert_close(out, ref[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(gx, ref[1], rtol=1e-5, atol=1e-5)
+        assert len(gp) == len(ref[2])
+        for a, b in zip(gp, ref[2]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_auto_dispatch(monkeypatch):
+    mod = _module().float()
+    calls = []
+    from mmdat.models.layers import deformable_attention_chunked as chunked
+    orig = chunked.chunked_deformable_attention
+
+    def spy(*args, **kwargs):
+        calls.append(True)
+        return orig(*args, **kwargs)
+
+    monkeypatch.setattr(chunked, 'chunked_deformable_attention', spy)
+    mod.chunk_threshold = 10**9
+    mod(torch.randn(1, 30, 16), (5, 6))
+    assert not calls  # small: the reference path
+    mod.chunk_threshold = 0
+    mod(torch.randn(1, 30, 16), (5, 6))
+    assert calls  # large: the chunked path
+    mod.impl = 'bogus'
+    with pytest.raises(ValueError, match='impl'):
+        mod(torch.randn(1, 30, 16), (5, 6))

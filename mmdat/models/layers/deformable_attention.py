@@ -15,6 +15,8 @@ Conventions (those of the authors' released ImageNet models, see the README):
   ``B^ in R^{M x (2H0-1) x (2W0-1)}`` in normalised coordinates, so one table serves any input
   size.
 """
+from functools import partial
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -69,6 +71,28 @@ def deformable_position_bias(table, query_points, key_points):
     return bias.reshape(B, M, -1, Nk)
 
 
+def deformed_keys_values(x, points, w_k, b_k, w_v, b_v):
+    """Eqs. 6-8: keys and values projected from x sampled at the deformed points.
+
+    Args:
+        x (Tensor): (B, C, H, W) input feature map.
+        points (Tensor): (B, G, Hk, Wk, 2) deformed points; group g samples channels
+            ``g*C/G .. (g+1)*C/G``.
+
+    Returns:
+        tuple[Tensor]: k~ and v~, each (B, C, Hk*Wk).
+    """
+    B, C, H, W = x.shape
+    G, Hk, Wk = points.shape[1:4]
+    # Eqs. 7-8: x~ = phi(x; p + delta p), each offset group samples its own channels
+    x_sampled = sample(x.reshape(B * G, C // G, H, W), points.reshape(B * G, Hk, Wk, 2))
+    x_sampled = x_sampled.reshape(B, C, Hk * Wk)
+    # Eq. 6: k~ = x~ W_k, v~ = x~ W_v
+    k = torch.einsum('oc,bcn->bon', w_k, x_sampled) + b_k[:, None]
+    v = torch.einsum('oc,bcn->bon', w_v, x_sampled) + b_v[:, None]
+    return k, v
+
+
 def deformable_attention(q, x, points, w_k, b_k, w_v, b_v, num_heads, rpe_table=None,
                          attn_bias=None):
     """Deformable multi-head attention, Eqs. 6-9 of the paper.
@@ -87,15 +111,10 @@ def deformable_attention(q, x, points, w_k, b_k, w_v, b_v, num_heads, rpe_table=
         Tensor: (B, C, H, W), the concatenated heads ``Concat(z^(1), ..., z^(M))`` (before W_o).
     """
     B, C, H, W = q.shape
-    G, Hk, Wk = points.shape[1:4]
-    M, d, Nk = num_heads, C // num_heads, Hk * Wk
-
-    # Eqs. 7-8: x~ = phi(x; p + delta p), each offset group samples its own channels
-    x_sampled = sample(x.reshape(B * G, C // G, H, W), points.reshape(B * G, Hk, Wk, 2))
-    x_sampled = x_sampled.reshape(B, C, Nk)
-    # Eq. 6: k~ = x~ W_k, v~ = x~ W_v
-    k = torch.einsum('oc,bcn->bon', w_k, x_sampled) + b_k[:, None]
-    v = torch.einsum('oc,bcn->bon', w_v, x_sampled) + b_v[:, None]
+    G, Nk = points.shape[1], points.shape[2] * points.shape[3]
+    M, d = num_heads, C // num_heads
+    # Eqs. 6-8: k~ = phi(x; p + delta p) W_k, v~ = phi(x; p + delta p) W_v
+    k, v = deformed_keys_values(x, points, w_k, b_k, w_v, b_v)
 
     # Eq. 9: z^(m) = softmax(q^(m) k~^(m)T / sqrt(d) + phi(B^; R)) v~^(m)
     q = q.reshape(B * M, d, H * W)
@@ -137,7 +156,19 @@ class DeformableAttention(BaseModule):
             'none', 'fixed' (a learnable (M, H0*W0, Hk0*Wk0) bias) or 'dwconv' (CSwin's LePE).
         use_offsets (bool): if False, keys are sampled on the plain reference grid. The offset
             network is still built (the paper's Table 6 counts it) but not run.
+
+    Attributes:
+        impl (str): ``'auto'`` (default), ``'reference'`` (:func:`deformable_attention`, the
+            equations as written) or ``'chunked'`` (the memory-lean
+            :func:`chunked_deformable_attention`, same result). ``'auto'`` takes the chunked
+            path when one block's full logits would exceed ``chunk_threshold`` elements,
+            and the reference path under ``torch.jit`` tracing (FLOP counting).
+        chunk_size (int): the chunked path's bound on one chunk's logits (elements).
     """
+
+    impl = 'auto'
+    chunk_threshold = 2**22
+    chunk_size = 2**22
 
     def __init__(self, embed_dims, num_heads, groups, feat_size, key_downsample=1,
                  offset_range=2.0, offset_kernel=5, pos_encoding='relative', use_offsets=True,
@@ -225,7 +256,7 @@ class DeformableAttention(BaseModule):
         attn_bias = None
         if self.pos_encoding == 'fixed':
             attn_bias = self.fixed_bias(H, W, *points.shape[2:4])
-        z = deformable_attention(
+        z = self._attention_fn(B * self.num_heads * H * W * points.shape[2] * points.shape[3])(
             q, x, points, self.proj_k.weight.flatten(1), self.proj_k.bias,
             self.proj_v.weight.flatten(1), self.proj_v.bias, self.num_heads,
             rpe_table=self.rpe_table if self.pos_encoding == 'relative' else None,
@@ -233,6 +264,21 @@ class DeformableAttention(BaseModule):
         if self.pos_encoding == 'dwconv':
             z = z + self.rpe_table(q)
         return self.proj_out(z).flatten(2).transpose(1, 2)
+
+    def _attention_fn(self, logits_size):
+        impl = self.impl
+        if impl == 'auto':
+            if torch.jit.is_tracing() or logits_size <= self.chunk_threshold:
+                impl = 'reference'
+            else:
+                impl = 'chunked'
+        if impl == 'reference':
+            return deformable_attention
+        if impl == 'chunked':
+            from .deformable_attention_chunked import chunked_deformable_attention
+            return partial(chunked_deformable_attention, max_chunk_elements=self.chunk_size)
+        raise ValueError(f"DeformableAttention.impl must be 'auto', 'reference' or 'chunked', "
+                         f'got {self.impl!r}')
 
     def extra_repr(self):
         return (f'groups={self.groups}, key_downsample={self.key_downsample}, '
