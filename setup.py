@@ -27,6 +27,7 @@ setup(
     python_requires='>=3.8',
     install_requires=['torch', 'torchvision', 'mmcv>=2.0.0,<2.2.0'] + read_requirements('runtime.txt'),
     extras_require={'tests': read_requirements('tests.txt')},
+    package_data={'mmdat': ['data/*.yaml']},
     license='Apache License 2.0',
     zip_safe=False,
 )
