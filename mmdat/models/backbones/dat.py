@@ -21,11 +21,14 @@ from mmengine.utils import to_2tuple
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...registry import register_model
+from ..layers.ddetr_attention import DeformableDETRAttention
 from ..layers.deformable_attention import (DeformableAttention, resize_fixed_bias,
                                            resize_rpe_table)
+from ..layers.spatial_reduction_attention import SpatialReductionAttention
 from ..layers.window_attention import WindowMSA, resize_window_bias_table, window_attention
 
-STAGE_TYPES = ('swin', 'deformable')
+#: the attention of a stage (``stage_types``), see :class:`DATStage`
+STAGE_TYPES = ('swin', 'deformable', 'pvt', 'ddetr')
 
 
 class DATBlock(BaseModule):
@@ -58,13 +61,16 @@ class DATBlock(BaseModule):
 class DATStage(BaseModule):
     """One stage: an optional 2x downsampling conv, then ``depth`` blocks.
 
-    Blocks alternate local window attention (even indices) and the stage's second attention
-    (odd indices): shift-window for ``'swin'`` stages, deformable for ``'deformable'`` ones.
+    ``'swin'``, ``'deformable'`` and ``'ddetr'`` stages alternate local window attention
+    (even indices) and the stage's second attention (odd indices): shift-window, DAT's
+    deformable attention (``deform_cfg``) or Deformable DETR's attention (``ddetr_cfg``,
+    Table 8). ``'pvt'`` stages use PVT's spatial-reduction attention (``sra_cfg``) in every
+    block, without window blocks, as PVT does (Table 6, row "P").
     """
 
     def __init__(self, in_channels, embed_dims, depth, num_heads, stage_type, window_size,
                  drop_paths, downsample=False, conv_stem=False, with_cp=False,
-                 deform_cfg=None, init_cfg=None):
+                 deform_cfg=None, sra_cfg=None, ddetr_cfg=None, init_cfg=None):
         super().__init__(init_cfg)
         if downsample:
             # non-overlapping 2x2 conv (Appendix B: overlapping 3x3) without bias -> LN
@@ -77,12 +83,16 @@ class DATStage(BaseModule):
 
         blocks = []
         for i in range(depth):
-            if i % 2 == 0:
+            if stage_type == 'pvt':
+                attn = SpatialReductionAttention(embed_dims, num_heads, **sra_cfg)
+            elif i % 2 == 0:
                 attn = window_attention(embed_dims, num_heads, window_size, shifted=False)
             elif stage_type == 'swin':
                 attn = window_attention(embed_dims, num_heads, window_size, shifted=True)
-            else:
+            elif stage_type == 'deformable':
                 attn = DeformableAttention(embed_dims, num_heads, **deform_cfg)
+            else:
+                attn = DeformableDETRAttention(embed_dims, num_heads, **ddetr_cfg)
             blocks.append(DATBlock(embed_dims, attn, drop_path=drop_paths[i], with_cp=with_cp))
         self.blocks = ModuleList(blocks)
 
@@ -101,15 +111,18 @@ class DAT(BaseModule):
 
     Args:
         arch (str | dict): ``'tiny'``/``'small'``/``'base'`` (or ``'t'``/``'s'``/``'b'``) from
-            Table 1, or a dict with keys ``embed_dims``, ``depths``, ``num_heads``, ``groups``
-            (4 entries each; ``depths`` counts single blocks, two per (local, X) pair).
+            Table 1, ``'nano'`` (``'n'``; not in the paper, a small model for CPU demos), or a
+            dict with keys ``embed_dims``, ``depths``, ``num_heads``, ``groups`` (4 entries each;
+            ``depths`` counts single blocks, two per (local, X) pair).
         img_size (int | tuple): pretraining image size. It sizes the deformable position
             tables (feature size at the stage, e.g. 14x14 in stage 3 at 224); inputs of any
             size work.
         in_channels (int): input channels. Defaults to 3.
         window_size (int): window of the local and shift-window attention (7; 12 at 384).
         stage_types (Sequence[str]): per stage, the second block of each pair: ``'swin'``
-            (shift-window) or ``'deformable'``. Defaults to the paper's
+            (shift-window), ``'deformable'`` or ``'ddetr'`` (Deformable DETR's attention,
+            Table 8); or ``'pvt'``: PVT's spatial-reduction attention in every block of the
+            stage (Table 6, row "P"). Defaults to the paper's
             ``('swin', 'swin', 'deformable', 'deformable')``.
         key_downsample (int | Sequence[int]): r of the deformable blocks, per stage or for all.
             The released ImageNet models use r = 1 in stages 3-4. The default (4, 2, 1, 1)
@@ -120,6 +133,12 @@ class DAT(BaseModule):
         pos_encoding (str): position encoding of the deformable blocks: ``'relative'``,
             ``'none'``, ``'fixed'`` or ``'dwconv'`` (Table 6).
         use_offsets (bool): sample keys at deformed points (True) or on the reference grid.
+        sr_ratios (int | Sequence[int]): spatial-reduction ratio of the ``'pvt'`` stages
+            (PVT's (8, 4, 2, 1)).
+        ddetr_points (int | str | Sequence[int | str]): sampling points per query and head
+            of the ``'ddetr'`` stages: a number, or ``'same'`` for as many as the keys of
+            DAT's deformable attention in that stage at ``img_size`` (``Hk0 * Wk0``: 196 in
+            stage 3 and 49 in stage 4 at 224). Defaults to 16.
         conv_stem (bool): overlapping conv patch embedding and downsampling (Appendix B).
         drop_path_rate (float): stochastic depth, rising linearly over all blocks.
         out_indices (Sequence[int]): stages whose (LayerNorm-ed) maps are returned.
@@ -140,6 +159,10 @@ class DAT(BaseModule):
         **dict.fromkeys(['b', 'base'], {
             'embed_dims': [128, 256, 512, 1024], 'depths': [2, 2, 18, 2],
             'num_heads': [4, 8, 16, 32], 'groups': [1, 2, 4, 8]}),
+        # not in the paper: a small DAT for CPU demos and tests (DAT-T's layout, 1/3 width)
+        **dict.fromkeys(['n', 'nano'], {
+            'embed_dims': [32, 64, 128, 256], 'depths': [2, 2, 2, 2],
+            'num_heads': [1, 2, 4, 8], 'groups': [1, 1, 2, 4]}),
     }
     num_stages = 4
     min_input_size = 32  # total stride: the last stage needs at least one token
@@ -155,6 +178,8 @@ class DAT(BaseModule):
                  offset_kernels=(9, 7, 5, 3),
                  pos_encoding='relative',
                  use_offsets=True,
+                 sr_ratios=(8, 4, 2, 1),
+                 ddetr_points=16,
                  conv_stem=False,
                  drop_path_rate=0.2,
                  out_indices=(3, ),
@@ -181,6 +206,12 @@ class DAT(BaseModule):
         key_downsample = self._per_stage(key_downsample, 'key_downsample')
         offset_range = self._per_stage(offset_range, 'offset_range')
         offset_kernels = self._per_stage(offset_kernels, 'offset_kernels')
+        sr_ratios = self._per_stage(sr_ratios, 'sr_ratios')
+        ddetr_points = self._per_stage(ddetr_points, 'ddetr_points')
+        for p in ddetr_points:
+            if p != 'same' and not (isinstance(p, int) and p >= 1):
+                raise ValueError(f"DAT: ddetr_points entries must be ints >= 1 or 'same', "
+                                 f'got {p!r}')
         if isinstance(out_indices, int):
             out_indices = [out_indices]
         if not isinstance(out_indices, Sequence) or len(out_indices) == 0:
@@ -220,12 +251,17 @@ class DAT(BaseModule):
                 groups=groups[i], feat_size=feat_size, key_downsample=key_downsample[i],
                 offset_range=offset_range[i], offset_kernel=offset_kernels[i],
                 pos_encoding=pos_encoding, use_offsets=use_offsets)
+            num_points = ddetr_points[i]
+            if num_points == 'same':  # DAT's key count Hk0 * Wk0 at the pretraining size
+                Hk0, Wk0 = ((s - 1) // key_downsample[i] + 1 for s in feat_size)
+                num_points = Hk0 * Wk0
             self.stages.append(DATStage(
                 in_channels=dims[i - 1] if i > 0 else dims[0], embed_dims=dims[i],
                 depth=depths[i], num_heads=heads[i], stage_type=stage_types[i],
                 window_size=window_size, drop_paths=dpr[sum(depths[:i]):sum(depths[:i + 1])],
                 downsample=i > 0, conv_stem=conv_stem, with_cp=with_cp,
-                deform_cfg=deform_cfg))
+                deform_cfg=deform_cfg, sra_cfg=dict(sr_ratio=sr_ratios[i]),
+                ddetr_cfg=dict(num_points=num_points)))
 
         self.num_features = dims
         for i in self.out_indices:

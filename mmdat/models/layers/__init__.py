@@ -1,4 +1,9 @@
+from .ddetr_attention import DeformableDETRAttention, ddetr_attention
 from .deformable_attention import DeformableAttention, deformable_attention
+from .spatial_reduction_attention import SpatialReductionAttention
 from .window_attention import WindowMSA, window_attention
 
-__all__ = ['DeformableAttention', 'deformable_attention', 'WindowMSA', 'window_attention']
+__all__ = [
+    'DeformableAttention', 'deformable_attention', 'DeformableDETRAttention', 'ddetr_attention',
+    'SpatialReductionAttention', 'WindowMSA', 'window_attention'
+]
