@@ -1,0 +1,11 @@
+# DAT-S + Mask R-CNN on COCO, 3x schedule (Table 4a: 49.0 box AP, 44.0 mask AP, 378 GFLOPs,
+# 69 M params). Stochastic depth 0.2 as Swin-S in Swin's and mmdet's detection configs.
+_base_ = './mask_rcnn_dat_t_3x.py'
+
+pretrained = 'checkpoints/dat_s_in1k_224.pth'  # ImageNet-1k DAT-S
+
+model = dict(
+    backbone=dict(
+        arch='small',
+        drop_path_rate=0.2,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')))
