@@ -167,7 +167,7 @@ def test_fixed_pos_encoding_resize():
     (dict(frozen_stages=4), ValueError, 'frozen_stages'),
     (dict(offset_range=-1.0), ValueError, 'offset_range'),
     (dict(pos_encoding='sinusoidal'), ValueError, 'pos_encoding'),
-    (dict(stage_types=('swin', 'pvt', 'deformable', 'deformable')), ValueError, 'stage_types'),
+    (dict(stage_types=('swin', 'cnn', 'deformable', 'deformable')), ValueError, 'stage_types'),
 ])
 def test_bad_config(kwargs, exc, words):
     kwargs.setdefault('arch', TINY_ARCH)

@@ -71,12 +71,12 @@ def build_model(cfg):
     """Build ``cfg.model`` in eval mode with the toolbox's registry, on the CPU, without
     loading any pretrained weights (``init_weights`` is not called)."""
     from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import init_default_scope
+    from mmengine.registry import DefaultScope
     import mmdat  # noqa: F401  (registers DAT)
     scope = cfg.default_scope
-    init_default_scope(scope)
     registry = importlib.import_module(f'{scope}.registry').MODELS
-    model = registry.build(cfg.model)
+    with DefaultScope.overwrite_default_scope(scope):  # no scope leaks to the caller
+        model = registry.build(cfg.model)
     return revert_sync_batchnorm(model).eval()
 
 
