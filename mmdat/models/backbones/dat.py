@@ -7,7 +7,9 @@ ablations (Tables 6-8). Parameter names follow mmpretrain's Swin where the modul
 same; ``tools/model_converters/dat_to_mmdat.py`` maps the authors' checkpoints onto them.
 """
 import copy
-from collections.abc import Sequence
+import numbers
+import re
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -22,8 +24,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...registry import register_model
 from ..layers.ddetr_attention import DeformableDETRAttention
-from ..layers.deformable_attention import (DeformableAttention, resize_fixed_bias,
-                                           resize_rpe_table)
+from ..layers.deformable_attention import (POS_ENCODINGS, DeformableAttention, is_tracing,
+                                           resize_fixed_bias, resize_rpe_table)
 from ..layers.spatial_reduction_attention import SpatialReductionAttention
 from ..layers.window_attention import WindowMSA, resize_window_bias_table, window_attention
 
@@ -166,6 +168,8 @@ class DAT(BaseModule):
     }
     num_stages = 4
     min_input_size = 32  # total stride: the last stage needs at least one token
+    #: raise on NaN/Inf input images (one reduction; skipped under tracing, see forward)
+    check_finite = True
 
     def __init__(self,
                  arch='tiny',
@@ -194,19 +198,37 @@ class DAT(BaseModule):
         heads = self.arch_settings['num_heads']
         groups = self.arch_settings['groups']
 
-        if not isinstance(in_channels, int) or in_channels < 1:
+        if not _is_int(in_channels) or in_channels < 1:
             raise ValueError(f'DAT: in_channels must be a positive int, got {in_channels!r}')
-        if not isinstance(window_size, int) or window_size < 2:
+        img_size = tuple(to_2tuple(img_size))
+        if len(img_size) != 2 or not all(_is_int(s) and s >= self.min_input_size
+                                         for s in img_size):
+            raise ValueError(f'DAT: img_size (the pretraining size that sizes the position '
+                             f'tables) must be an int or (H, W) of ints >= '
+                             f'{self.min_input_size}, got {img_size!r}')
+        if not _is_int(window_size) or window_size < 2:
             raise ValueError(f'DAT: window_size must be an int >= 2, got {window_size!r}')
         stage_types = self._per_stage(stage_types, 'stage_types')
         for t in stage_types:
             if t not in STAGE_TYPES:
                 raise ValueError(f'DAT: stage_types entries must be one of {STAGE_TYPES}, '
                                  f'got {t!r}')
+        if pos_encoding not in POS_ENCODINGS:
+            raise ValueError(f'DAT: pos_encoding must be one of {POS_ENCODINGS}, '
+                             f'got {pos_encoding!r}')
         key_downsample = self._per_stage(key_downsample, 'key_downsample')
         offset_range = self._per_stage(offset_range, 'offset_range')
         offset_kernels = self._per_stage(offset_kernels, 'offset_kernels')
         sr_ratios = self._per_stage(sr_ratios, 'sr_ratios')
+        for name, values in (('key_downsample', key_downsample), ('sr_ratios', sr_ratios)):
+            if not all(_is_int(v) and v >= 1 for v in values):
+                raise ValueError(f'DAT: {name} entries must be ints >= 1, got {values!r}')
+        if not all(_is_int(k) and k >= 1 and k % 2 == 1 for k in offset_kernels):
+            raise ValueError(f'DAT: offset_kernels entries must be odd ints >= 1 (the offset '
+                             f'network keeps the key grid size), got {offset_kernels!r}')
+        if not all(_is_number(s) and s >= 0 for s in offset_range):
+            raise ValueError(f'DAT: offset_range (s) entries must be numbers >= 0, '
+                             f'got {offset_range!r}')
         ddetr_points = self._per_stage(ddetr_points, 'ddetr_points')
         for p in ddetr_points:
             if p != 'same' and not (isinstance(p, int) and p >= 1):
@@ -217,20 +239,22 @@ class DAT(BaseModule):
         if not isinstance(out_indices, Sequence) or len(out_indices) == 0:
             raise TypeError(f'DAT: out_indices must be an int or a non-empty sequence, '
                             f'got {out_indices!r}')
+        if not all(_is_int(i) for i in out_indices):
+            raise TypeError(f'DAT: out_indices entries must be ints, got {out_indices!r}')
         out_indices = sorted(i % self.num_stages if -self.num_stages <= i < 0 else i
                              for i in out_indices)
         for i in out_indices:
             if not 0 <= i < self.num_stages:
                 raise ValueError(f'DAT: out_indices {tuple(out_indices)} out of range: DAT has '
                                  f'{self.num_stages} stages (0..{self.num_stages - 1})')
-        if not -1 <= frozen_stages < self.num_stages:
+        if not _is_int(frozen_stages) or not -1 <= frozen_stages < self.num_stages:
             raise ValueError(f'DAT: frozen_stages must be in -1..{self.num_stages - 1}, '
                              f'got {frozen_stages}')
-        if drop_path_rate < 0 or drop_path_rate >= 1:
+        if not _is_number(drop_path_rate) or not 0 <= drop_path_rate < 1:
             raise ValueError(f'DAT: drop_path_rate must be in [0, 1), got {drop_path_rate}')
 
         self.in_channels = in_channels
-        self.img_size = to_2tuple(img_size)
+        self.img_size = img_size
         self.window_size = window_size
         self.stage_types = stage_types
         self.out_indices = tuple(out_indices)
@@ -284,6 +308,10 @@ class DAT(BaseModule):
         if missing:
             raise ValueError(f'DAT: custom arch misses keys {sorted(missing)}')
         arch = {k: list(self._per_stage(arch[k], k)) for k in essential}
+        for k in sorted(essential):
+            if not all(_is_int(v) and v >= 1 for v in arch[k]):
+                raise ValueError(f'DAT: custom arch {k} entries must be ints >= 1, '
+                                 f'got {arch[k]!r}')
         for i, (c, m, g) in enumerate(zip(arch['embed_dims'], arch['num_heads'],
                                           arch['groups'])):
             if c % m != 0:
@@ -307,13 +335,20 @@ class DAT(BaseModule):
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
             raise ValueError('DAT expects a 4-D (B, C, H, W) image tensor, got '
                              f'{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x)}')
+        if not x.is_floating_point():
+            raise TypeError(f'DAT expects a floating-point image tensor, got {x.dtype} (use a '
+                            f'data preprocessor to convert and normalise the images)')
         if x.shape[1] != self.in_channels:
-            raise ValueError(f'DAT was built for {self.in_channels} input channels, '
-                             f'got an input with {x.shape[1]} (shape {tuple(x.shape)})')
+            raise ValueError(f'DAT was built for {self.in_channels} input channels '
+                             f'(in_channels), got an input with {x.shape[1]} '
+                             f'(shape {tuple(x.shape)})')
         if min(x.shape[2:]) < self.min_input_size:
             raise ValueError(f'DAT needs images of at least {self.min_input_size}x'
                              f'{self.min_input_size} pixels (its total stride), got '
                              f'{x.shape[2]}x{x.shape[3]}')
+        if self.check_finite and not is_tracing() and not torch.isfinite(x).all():
+            raise ValueError(f'DAT: the input images (shape {tuple(x.shape)}) hold NaN or Inf '
+                             f'values')
         x, hw_shape = self.patch_embed(x)
         outs = []
         for i, stage in enumerate(self.stages):
@@ -364,9 +399,15 @@ class DAT(BaseModule):
         Window tables ((2w-1)^2, M) are resized bicubically as in mmdet's Swin (e.g. 7 -> 12
         for the 384 model), their index buffers regenerated; deformable 'relative' tables
         (M, 2H0-1, 2W0-1) are resized bilinearly (align_corners, as they are sampled) and
-        'fixed' biases (M, H0*W0, Hk0*Wk0) bilinearly along both grids. A table whose head
-        count differs is left alone, so loading reports its shape mismatch by name.
+        'fixed' biases (M, H0*W0, Hk0*Wk0) bilinearly along both grids.
+
+        Checkpoints that cannot fit fail here with a ``RuntimeError`` rather than the warning
+        of a non-strict load, with a message that says why: see :meth:`_check_checkpoint_keys`
+        and :meth:`_check_checkpoint_fits`.
         """
+        own = {k: v for k, v in self.state_dict(prefix=prefix, keep_vars=True).items()
+               if not k.endswith('relative_position_index')}
+        self._check_checkpoint_keys(state_dict, prefix, own)
         for name, module in self.named_modules():
             key = f'{prefix}{name}.'
             if isinstance(module, WindowMSA):
@@ -391,7 +432,77 @@ class DAT(BaseModule):
                     state_dict[table_key] = resize_rpe_table(src, dst.shape[1:])
                 else:
                     state_dict[table_key] = _resize_fixed_from_shape(module, src, dst)
+        self._check_checkpoint_fits(state_dict, prefix, own)
 
+    #: keys of the authors' DAT code (tools/model_converters/dat_to_mmdat.py converts them)
+    _AUTHORS_KEYS = re.compile(
+        r'(patch_proj|down_projs)\.\d|stages\.\d+\.(attns|mlps|layer_norms)\.')
+
+    def _check_checkpoint_keys(self, state_dict, prefix, own):
+        """Fail plainly on checkpoints holding none of DAT's keys under ``prefix`` but DAT's
+        weights under other names: the authors' layout, another key prefix, or a state dict
+        nested in an entry (such as the authors' ``{'model': state_dict}``)."""
+        if not own or any(k in state_dict for k in own):
+            return  # DAT's keys are there (or the state dict is not meant for DAT at all)
+        # (where, keys): the top level, and state dicts nested in an entry
+        groups = [('', list(state_dict))] + [
+            (f' (nested under the entry {k!r})', [str(n) for n in v])
+            for k, v in state_dict.items() if isinstance(v, Mapping)]
+        for where, keys in groups:
+            authors = [k for k in keys if self._AUTHORS_KEYS.match(k[len(prefix):] if
+                                                                    k.startswith(prefix) else k)]
+            if authors:
+                raise RuntimeError(
+                    f'DAT: the checkpoint is in the layout of the authors\' DAT code{where}, '
+                    f'keys such as {authors[:3]}: convert it first with '
+                    f'tools/model_converters/dat_to_mmdat.py SRC DST')
+        local = {k[len(prefix):] for k in own}
+        for where, keys in groups:
+            for key in keys:
+                for name in local:
+                    if key == name or key.endswith('.' + name):
+                        other = key[:-len(name)]
+                        raise RuntimeError(
+                            f'DAT: the checkpoint holds DAT\'s weights{where} under the key '
+                            f'prefix {other!r} (e.g. {key!r}), the model expects {prefix!r}: '
+                            f"load it with init_cfg=dict(type='Pretrained', checkpoint=..., "
+                            f'prefix={other!r}) or convert it')
+
+    def _check_checkpoint_fits(self, state_dict, prefix, own):
+        """Fail on a checkpoint of another arch, naming what differs: the blocks per stage
+        (e.g. DAT-S into DAT-T) and the tensors whose shapes differ and could not be resized
+        (e.g. DAT-B into DAT-T)."""
+        ours = list(self.arch_settings['depths'])
+        block = re.compile(re.escape(prefix) + r'stages\.(\d+)\.blocks\.(\d+)\.')
+        depths, extra = [0] * self.num_stages, set()
+        for key in state_dict:
+            m = block.match(key)
+            if m and int(m[1]) < self.num_stages:
+                i, j = int(m[1]), int(m[2])
+                depths[i] = max(depths[i], j + 1)
+                if j >= ours[i]:
+                    extra.add((i, j))
+        problems = []
+        if any(depths) and depths != ours:
+            extra = [f'{prefix}stages.{i}.blocks.{j}' for i, j in sorted(extra)]
+            missing = [f'{prefix}stages.{i}.blocks.{j}' for i in range(self.num_stages)
+                       for j in range(depths[i], ours[i])]
+            problems.append(
+                f'blocks per stage: checkpoint {depths} vs model {ours}; only in the '
+                f'checkpoint: {extra[:6]}{" ..." if len(extra) > 6 else ""}, only in the '
+                f'model: {missing[:6]}{" ..." if len(missing) > 6 else ""}')
+        mismatched = [f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model '
+                      f'{tuple(v.shape)}' for k, v in own.items()
+                      if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)]
+        if mismatched:
+            more = f'\n    ... and {len(mismatched) - 10} more' if len(mismatched) > 10 else ''
+            problems.append(f'{len(mismatched)} tensors of other shapes:\n    ' +
+                            '\n    '.join(mismatched[:10]) + more)
+        if problems:
+            raise RuntimeError(
+                f'DAT: the checkpoint does not fit this model (embed_dims '
+                f'{list(self.arch_settings["embed_dims"])}, depths {ours}): a checkpoint of '
+                f'another arch?\n  - ' + '\n  - '.join(problems))
 
 def _resize_fixed_from_shape(module, src, dst):
     """Infer the square grids of a 'fixed' bias from its shape and resize it to ``dst``."""
@@ -400,3 +511,11 @@ def _resize_fixed_from_shape(module, src, dst):
     H0, W0 = module.feat_size
     Hk0, Wk0 = module.key_grid_size(H0, W0)
     return resize_fixed_bias(src, (hq, n_q // hq, hk, n_k // hk), (H0, W0, Hk0, Wk0))
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)

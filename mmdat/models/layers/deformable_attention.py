@@ -10,6 +10,9 @@ Conventions (those of the authors' released ImageNet models, see the README):
   has its points at ``((i + 0.5) / n) * 2 - 1``;
 * features and the position-bias table are sampled bilinearly with ``align_corners=True`` and
   zero padding;
+* points, offsets, position biases and the softmax are computed in at least float32 (see
+  :func:`sampling_dtype`), also under ``torch.autocast`` or in a half-precision model: in
+  bfloat16 a point of a 56-cell grid would be off by up to a quarter of a cell;
 * the relative displacement of a (query, key) pair is ``(q_pos - k_pos) / 2``, which lies in
   ``[-1, 1]`` when both points lie in the feature map, and indexes the bias table
   ``B^ in R^{M x (2H0-1) x (2W0-1)}`` in normalised coordinates, so one table serves any input
@@ -24,6 +27,11 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 
 POS_ENCODINGS = ('relative', 'none', 'fixed', 'dwconv')
+
+
+def sampling_dtype(dtype):
+    """The precision of sampling points, biases and softmax: ``dtype``, at least float32."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 def grid_points(height, width, device=None, dtype=None):
@@ -41,13 +49,15 @@ def sample(z, points):
         points (Tensor): (N, ..., 2) normalised (y, x) points, 1 or 2 leading spatial dims.
 
     Returns:
-        Tensor: (N, C, *points.shape[1:-1]).
+        Tensor: (N, C, *points.shape[1:-1]), in the wider dtype of ``z`` and ``points``.
     """
     squeeze = points.dim() == 3
-    grid = points.flip(-1)  # grid_sample wants (x, y)
+    dtype = torch.promote_types(z.dtype, points.dtype)  # grid_sample needs one dtype
+    grid = points.flip(-1).to(dtype)  # grid_sample wants (x, y)
     if squeeze:
         grid = grid.unsqueeze(1)
-    out = F.grid_sample(z, grid, mode='bilinear', padding_mode='zeros', align_corners=True)
+    out = F.grid_sample(z.to(dtype), grid, mode='bilinear', padding_mode='zeros',
+                        align_corners=True)
     return out.squeeze(2) if squeeze else out
 
 
@@ -60,7 +70,8 @@ def deformable_position_bias(table, query_points, key_points):
         key_points (Tensor): (B, G, Nk, 2) deformed key positions p + delta p.
 
     Returns:
-        Tensor: (B, M, Nq, Nk), heads of group g reading the displacements of group g.
+        Tensor: (B, M, Nq, Nk), heads of group g reading the displacements of group g, in the
+        dtype of ``table`` (sampled at points of at least float32).
     """
     B, G, Nk, _ = key_points.shape
     M = table.shape[0]
@@ -68,7 +79,7 @@ def deformable_position_bias(table, query_points, key_points):
     R = (query_points[None, None, :, None, :] - key_points[:, :, None, :, :]) * 0.5
     tables = table.reshape(1, G, M // G, *table.shape[1:]).expand(B, -1, -1, -1, -1)
     bias = sample(tables.reshape(B * G, M // G, *table.shape[1:]), R.reshape(B * G, -1, Nk, 2))
-    return bias.reshape(B, M, -1, Nk)
+    return bias.reshape(B, M, -1, Nk).to(table.dtype)
 
 
 def deformed_keys_values(x, points, w_k, b_k, w_v, b_v):
@@ -86,7 +97,7 @@ def deformed_keys_values(x, points, w_k, b_k, w_v, b_v):
     G, Hk, Wk = points.shape[1:4]
     # Eqs. 7-8: x~ = phi(x; p + delta p), each offset group samples its own channels
     x_sampled = sample(x.reshape(B * G, C // G, H, W), points.reshape(B * G, Hk, Wk, 2))
-    x_sampled = x_sampled.reshape(B, C, Hk * Wk)
+    x_sampled = x_sampled.reshape(B, C, Hk * Wk).to(x.dtype)
     # Eq. 6: k~ = x~ W_k, v~ = x~ W_v
     k = torch.einsum('oc,bcn->bon', w_k, x_sampled) + b_k[:, None]
     v = torch.einsum('oc,bcn->bon', w_v, x_sampled) + b_v[:, None]
@@ -122,12 +133,12 @@ def deformable_attention(q, x, points, w_k, b_k, w_v, b_v, num_heads, rpe_table=
     v = v.reshape(B * M, d, Nk)
     logits = torch.einsum('bcm,bcn->bmn', q, k) * d**-0.5  # (B*M, HW, Nk)
     if rpe_table is not None:
-        query_points = grid_points(H, W, q.device, q.dtype).reshape(H * W, 2)
+        query_points = grid_points(H, W, q.device, points.dtype).reshape(H * W, 2)
         bias = deformable_position_bias(rpe_table, query_points, points.reshape(B, G, Nk, 2))
         logits = logits + bias.reshape(B * M, H * W, Nk)
     if attn_bias is not None:
         logits = (logits.reshape(B, M, H * W, Nk) + attn_bias).reshape(B * M, H * W, Nk)
-    attn = logits.softmax(dim=-1)
+    attn = logits.to(sampling_dtype(logits.dtype)).softmax(dim=-1).to(v.dtype)
     z = torch.einsum('bmn,bcn->bcm', attn, v)  # (B*M, d, HW)
     return z.reshape(B, C, H, W)
 
@@ -164,9 +175,13 @@ class DeformableAttention(BaseModule):
             path when one block's full logits would exceed ``chunk_threshold`` elements,
             and the reference path under ``torch.jit`` tracing (FLOP counting).
         chunk_size (int): the chunked path's bound on one chunk's logits (elements).
+        check_finite (bool): raise a ``ValueError`` when the input holds NaN or Inf (one
+            reduction per call; skipped under ``torch.jit`` tracing and ``torch.compile``).
+            NaN/Inf sampled at the deformed points would spread over every query silently.
     """
 
     impl = 'auto'
+    check_finite = True
     chunk_threshold = 2**22
     chunk_size = 2**22
 
@@ -226,13 +241,14 @@ class DeformableAttention(BaseModule):
             trunc_normal_(self.rpe_table, std=0.01)
 
     def deformed_points(self, q):
-        """p + delta p for the G groups: (B, G, Hk, Wk, 2), normalised (y, x)."""
+        """p + delta p of the G groups: (B, G, Hk, Wk, 2), normalised (y, x), >= float32."""
         B, C, H, W = q.shape
         Hk, Wk = self.key_grid_size(H, W)
-        p = grid_points(Hk, Wk, q.device, q.dtype).expand(B, self.groups, Hk, Wk, 2)
+        dtype = sampling_dtype(q.dtype)
+        p = grid_points(Hk, Wk, q.device, dtype).expand(B, self.groups, Hk, Wk, 2)
         if not self.use_offsets:
             return p
-        offset = self.conv_offset(q.reshape(B * self.groups, C // self.groups, H, W))
+        offset = self.conv_offset(q.reshape(B * self.groups, C // self.groups, H, W)).to(dtype)
         # delta p <- s tanh(delta p), in units of one key cell's half-extent (2/Hk / 2)
         scale = offset.new_tensor([1.0 / Hk, 1.0 / Wk]).reshape(1, 2, 1, 1)
         offset = offset.tanh() * scale * self.offset_range
@@ -248,8 +264,18 @@ class DeformableAttention(BaseModule):
 
     def forward(self, x, hw_shape):
         """x: (B, L, C) tokens of an ``hw_shape`` map -> (B, L, C)."""
+        if x.dim() != 3 or x.shape[2] != self.embed_dims:
+            raise ValueError(f'DeformableAttention: input x must be (B, L, {self.embed_dims}) '
+                             f'tokens, got shape {tuple(x.shape)}')
         B, L, C = x.shape
         H, W = hw_shape
+        if H * W != L:
+            raise ValueError(f'DeformableAttention: hw_shape {tuple(hw_shape)} does not match '
+                             f'the {L} tokens of input x')
+        if self.check_finite and not is_tracing() and not torch.isfinite(x).all():
+            raise ValueError(
+                f'DeformableAttention: input x (shape {tuple(x.shape)}) holds NaN or Inf '
+                'values; the network diverged or its input is corrupt')
         x = x.transpose(1, 2).reshape(B, C, H, W)
         q = self.proj_q(x)
         points = self.deformed_points(q)
@@ -286,6 +312,12 @@ class DeformableAttention(BaseModule):
                 f'use_offsets={self.use_offsets}')
 
 
+def is_tracing():
+    """True under ``torch.jit`` tracing/scripting or ``torch.compile``: no data checks there."""
+    compiling = getattr(getattr(torch, 'compiler', None), 'is_compiling', lambda: False)
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or compiling()
+
+
 def resize_fixed_bias(table, src, dst):
     """Resize a (M, H*W, Hk*Wk) bias from src=(H, W, Hk, Wk) to dst sizes, bilinearly."""
     M = table.shape[0]
@@ -306,4 +338,5 @@ def resize_rpe_table(table, size):
 
 
 __all__ = ['deformable_attention', 'deformable_position_bias', 'grid_points', 'sample',
-           'DeformableAttention', 'resize_fixed_bias', 'resize_rpe_table']
+           'sampling_dtype', 'is_tracing', 'DeformableAttention', 'resize_fixed_bias',
+           'resize_rpe_table']
