@@ -15,6 +15,10 @@ Rather than turning the safe loader off:
   through ``torch.serialization.add_safe_globals``.
 
 Checkpoints holding anything else still fail, with torch's message naming the class.
+
+A second fix lets ``tools/dist_train.sh`` / ``tools/dist_test.sh`` (torchrun, ``--launcher
+pytorch``) run on hosts without GPUs: gloo instead of nccl, no ``torch.cuda.set_device``, and
+``device_ids=None`` for the CPU model's DDP wrapper (see :func:`apply_cpu_distributed_fixes`).
 """
 import numpy as np
 import torch
@@ -50,9 +54,85 @@ def _history_buffer_getstate(self):
 
 
 def apply_compat_fixes():
-    """Let torch's weights-only loader read the checkpoints of mmengine runs."""
+    """Let torch's weights-only loader read the checkpoints of mmengine runs, and
+    distributed runs work on CPU-only hosts (:func:`apply_cpu_distributed_fixes`)."""
     from mmengine.logging import HistoryBuffer
     HistoryBuffer.__getstate__ = _history_buffer_getstate
     add = getattr(torch.serialization, 'add_safe_globals', None)
     if add is not None:  # torch >= 2.4
         add(safe_globals())
+    apply_cpu_distributed_fixes()
+
+
+# --------------------------------------------------------------------------------------------
+# Distributed runs on hosts without GPUs (torchrun + gloo on CPU processes)
+#
+# mmengine 0.10.7 assumes a GPU per process when launched with ``--launcher pytorch``:
+# ``_init_dist_pytorch`` calls ``torch.cuda.set_device(LOCAL_RANK)`` and uses the config's
+# ``env_cfg.dist_cfg.backend`` (``'nccl'`` in every toolbox's default runtime), and
+# ``Runner.wrap_model`` passes ``device_ids=[LOCAL_RANK]`` to ``MMDistributedDataParallel``,
+# which DDP rejects for CPU modules. Where CUDA (and no other accelerator mmengine knows) is
+# available, nothing changes. Without one:
+#
+# * the process group starts with gloo (``'nccl'`` or no backend is replaced, with a warning;
+#   an explicit ``'gloo'``/``'mpi'`` is kept) and no device is selected;
+# * ``MMDistributedDataParallel`` wraps CPU modules with ``device_ids=None`` (what DDP
+#   requires for them); ``SyncBatchNorm`` layers, which need a GPU, become plain BatchNorm
+#   (each process then normalises with its own batch statistics), with a warning.
+# --------------------------------------------------------------------------------------------
+def _no_accelerator():
+    from mmengine.device import is_mlu_available, is_musa_available, is_npu_available
+    return not (torch.cuda.is_available() or is_mlu_available() or is_npu_available()
+                or is_musa_available())
+
+
+def _cpu_backend(backend):
+    """The process-group backend to use on a host without GPUs."""
+    from mmengine.logging import print_log
+    if backend in (None, 'nccl'):
+        print_log(f'mmdat: no GPU available, using the gloo backend instead of {backend!r} '
+                  'for distributed training', logger='current', level=30)
+        return 'gloo'
+    return backend
+
+
+def _wrap_init_dist_pytorch(init_dist_pytorch):
+
+    def _init_dist_pytorch(backend='nccl', init_backend='torch', **kwargs):
+        if init_backend != 'torch' or not _no_accelerator():
+            return init_dist_pytorch(backend, init_backend=init_backend, **kwargs)
+        import torch.distributed as torch_dist
+        torch_dist.init_process_group(backend=_cpu_backend(backend), **kwargs)
+
+    _init_dist_pytorch.__wrapped__ = init_dist_pytorch
+    _init_dist_pytorch.__doc__ = init_dist_pytorch.__doc__
+    return _init_dist_pytorch
+
+
+def _wrap_ddp_init(ddp_init):
+
+    def __init__(self, module, *args, **kwargs):
+        devices = {p.device.type for p in module.parameters()}
+        if devices == {'cpu'}:
+            from mmengine.logging import print_log
+            from mmengine.model import revert_sync_batchnorm
+            kwargs['device_ids'] = None
+            kwargs['output_device'] = None
+            if any('SyncBatchNorm' in type(m).__name__ for m in module.modules()):
+                print_log('mmdat: SyncBatchNorm needs GPUs; the CPU processes use BatchNorm '
+                          'with their own batch statistics', logger='current', level=30)
+                module = revert_sync_batchnorm(module)
+        ddp_init(self, module, *args, **kwargs)
+
+    __init__.__wrapped__ = ddp_init
+    return __init__
+
+
+def apply_cpu_distributed_fixes():
+    """Let ``--launcher pytorch`` runs (``tools/dist_*.sh``) work on CPU-only hosts."""
+    import mmengine.dist.utils as dist_utils
+    from mmengine.model import MMDistributedDataParallel
+    if not hasattr(dist_utils._init_dist_pytorch, '__wrapped__'):
+        dist_utils._init_dist_pytorch = _wrap_init_dist_pytorch(dist_utils._init_dist_pytorch)
+    if '__wrapped__' not in vars(MMDistributedDataParallel.__init__):
+        MMDistributedDataParallel.__init__ = _wrap_ddp_init(MMDistributedDataParallel.__init__)

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# tools/dist_train.sh CONFIG GPUS [args]: torchrun over GPUS processes (gloo on CPU-only hosts).
+# tools/dist_train.sh CONFIG GPUS [args]: torchrun over GPUS processes on this node.
+# On hosts without GPUs, `import mmdat` (mmdat/compat.py) runs GPUS CPU processes with the
+# gloo backend: no flags needed. Environment: PORT (29500), NNODES, NODE_RANK, MASTER_ADDR,
+# PYTHON (the interpreter, e.g. .venv/bin/python).
 CONFIG=$1
 GPUS=$2
 NNODES=${NNODES:-1}
