@@ -1,0 +1,339 @@
+"""Throughput (images/s) and peak memory of a model, for inference and a training step.
+
+    python tools/benchmark.py CONFIG [--other CONFIG] [--batch N] [--shape H W] [--train]
+        [--iters N] [--warmup N] [--backbone-only] [--device cpu|cuda] [--no-amp]
+        [--cfg-options k=v ...] [--other-cfg-options k=v ...] [--profile ROWS]
+    python tools/benchmark.py --block deformable [--shape H W] [--batch N] [--r R]
+        [--iters N] [--warmup N] [--chunk-size N]
+
+What is timed, on random inputs (already normalised: no data loading or preprocessing):
+
+* inference: the model's tensor-mode forward under ``torch.no_grad()``, in eval mode: the whole
+  classifier for classification configs (``model(x, mode='tensor')``), backbone + neck
+  (``model.extract_feat``) for detection and segmentation configs, only ``model.backbone``
+  with ``--backbone-only``;
+* training step (``--train``): the same forward in train mode, backward of the sum of the
+  outputs' means, and an AdamW step (gradients set to None in between).
+
+``--warmup`` steps are run first and excluded. With ``--other``, the two models run
+alternately in the same process (step of A, step of B, ...), so both see the same machine
+load, and the ratio A/B of images/s is printed. On CUDA, forward/backward run under AMP
+(float16 autocast, with a GradScaler for training) unless ``--no-amp``.
+
+Peak memory, measured for one step after the timed ones:
+
+* CUDA: ``torch.cuda.max_memory_allocated()`` after ``reset_peak_memory_stats()``, minus what
+  was allocated before the step;
+* CPU: the rise of the process's peak resident set size (``VmHWM`` of ``/proc/self/status``)
+  over its resident size before the step. The peak is reset by writing ``5`` to
+  ``/proc/self/clear_refs``, and freed heap memory is first returned to the OS with glibc's
+  ``malloc_trim(0)``, so each measurement starts from the memory really in use. (torch's CPU
+  allocations are invisible to ``tracemalloc``.)
+
+``--block deformable``: one DAT-T stage-3 deformable block (``DAT(arch='tiny').stages[2]
+.blocks[1]``: LayerNorm, deformable attention with key downsampling ``--r``, MLP) on the
+stage-3 tokens of an ``--shape`` (H W) image, forward + backward, with the straightforward
+(``impl='reference'``) and the memory-lean (``impl='chunked'``) attention; also checks that
+both give the same output and input gradient.
+"""
+import argparse
+import contextlib
+import ctypes
+import gc
+import os.path as osp
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+# ------------------------------------------------------------------------------- memory
+class PeakMemory:
+    """Peak memory of what runs inside ``with tracker.measure():`` (bytes in ``.peak``)."""
+
+    def __init__(self, device):
+        self.device = torch.device(device)
+        self.peak = None
+        self.method = ('torch.cuda.max_memory_allocated' if self.device.type == 'cuda'
+                       else 'VmHWM rise (clear_refs reset)')
+
+    @staticmethod
+    def _status(key):
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith(key + ':'):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError(f'{key} not in /proc/self/status')
+
+    @staticmethod
+    def _trim():
+        gc.collect()
+        try:
+            ctypes.CDLL('libc.so.6').malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc: the baseline may include free heap
+            pass
+
+    @contextlib.contextmanager
+    def measure(self):
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
+            before = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            yield self
+            torch.cuda.synchronize(self.device)
+            self.peak = torch.cuda.max_memory_allocated(self.device) - before
+            return
+        self._trim()
+        before = self._status('VmRSS')
+        try:
+            with open('/proc/self/clear_refs', 'w') as f:
+                f.write('5')
+        except OSError as e:
+            raise RuntimeError('cannot reset the peak RSS (/proc/self/clear_refs): CPU peak '
+                               'memory is not measurable here') from e
+        yield self
+        self.peak = self._status('VmHWM') - before
+
+
+def _sync(device):
+    if torch.device(device).type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def _autocast(device, amp):
+    if amp and torch.device(device).type == 'cuda':
+        return torch.autocast('cuda', dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def _scalar(outputs):
+    """Sum of the means of every tensor in a (nested) output."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs.float().mean()
+    if isinstance(outputs, dict):
+        outputs = list(outputs.values())
+    return sum(_scalar(o) for o in outputs)
+
+
+# ------------------------------------------------------------------------------- models
+class Runner:
+    """One model's inference and training steps on a fixed random batch."""
+
+    def __init__(self, config, batch, shape, device, amp, backbone_only, cfg_options=None):
+        from mmdat.utils.complexity import build_model, load_config, paper_shape, task_of
+        cfg = load_config(config, cfg_options)
+        self.name = osp.basename(config.split('::')[-1])
+        self.task = task_of(cfg)
+        self.shape = tuple(shape) if shape else paper_shape(cfg)
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        self.model = model.to(device)
+        if backbone_only:
+            self.forward_fn, self.what = self.model.backbone, 'backbone'
+        elif self.task == 'classification':
+            self.forward_fn = lambda x: self.model(x, mode='tensor')
+            self.what = 'classifier'
+        else:
+            self.forward_fn, self.what = self.model.extract_feat, 'backbone+neck'
+        self.batch, self.device, self.amp = batch, device, amp
+        self.inputs = torch.randn(batch, 3, *self.shape, device=device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        self.scaler = torch.amp.GradScaler('cuda', enabled=amp and self.device_type == 'cuda')
+
+    @property
+    def device_type(self):
+        return torch.device(self.device).type
+
+    def params(self):
+        return sum(p.numel() for p in self.model.parameters())
+
+    def infer(self):
+        self.model.eval()
+        with torch.no_grad(), _autocast(self.device, self.amp):
+            self.forward_fn(self.inputs)
+
+    def train_step(self):
+        self.model.train()
+        with _autocast(self.device, self.amp):
+            loss = _scalar(self.forward_fn(self.inputs))
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+def time_alternately(steps, iters, warmup, device):
+    """Run ``steps`` (callables) alternately; seconds of each over the timed iterations."""
+    totals = [0.0] * len(steps)
+    for i in range(warmup + iters):
+        for j, step in enumerate(steps):
+            _sync(device)
+            t = time.perf_counter()
+            step()
+            _sync(device)
+            if i >= warmup:
+                totals[j] += time.perf_counter() - t
+    return totals
+
+
+def peak(step, device):
+    tracker = PeakMemory(device)
+    with tracker.measure():
+        step()
+    return tracker.peak
+
+
+def profile(step, device, rows):
+    """torch.profiler's table of the ops of one step, by self time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+    activities = [ProfilerActivity.CPU] + (
+        [ProfilerActivity.CUDA] if torch.device(device).type == 'cuda' else [])
+    with torch_profile(activities=activities) as prof:
+        step()
+        _sync(device)
+    key = 'self_cuda_time_total' if torch.device(device).type == 'cuda' else 'self_cpu_time_total'
+    return prof.key_averages().table(sort_by=key, row_limit=rows)
+
+
+def benchmark_models(args):
+    runners = [Runner(args.config, args.batch, args.shape, args.device, args.amp,
+                      args.backbone_only, args.cfg_options)]
+    if args.other:
+        runners.append(Runner(args.other, args.batch, args.shape, args.device, args.amp,
+                              args.backbone_only, args.other_cfg_options))
+    modes = [('inference', 'infer')] + ([('train step', 'train_step')] if args.train else [])
+    print(f'device: {args.device}'
+          + (' (AMP float16)' if args.amp and torch.device(args.device).type == 'cuda' else
+             f' ({torch.get_num_threads()} threads)' if args.device == 'cpu' else '')
+          + f'; batch {args.batch}; {args.iters} timed iterations after {args.warmup} '
+          f'warm-up; memory: {PeakMemory(args.device).method}')
+    for r in runners:
+        print(f'  {r.name}: {r.task}, {r.what} timed, input {r.batch}x3x{r.shape[0]}x'
+              f'{r.shape[1]}, {r.params() / 1e6:.2f} M params')
+    results = {}
+    for mode, method in modes:
+        seconds = time_alternately([getattr(r, method) for r in runners], args.iters,
+                                   args.warmup, args.device)
+        for r, s in zip(runners, seconds):
+            mem = peak(getattr(r, method), args.device)
+            ips = args.batch * args.iters / s
+            results[(r.name, mode)] = dict(images_per_s=ips, peak_bytes=mem)
+            print(f'{mode:<11} {r.name:<48} {ips:9.2f} images/s  '
+                  f'{1000 * s / args.iters:9.1f} ms/iter  peak memory {mem / 2**20:9.1f} MiB')
+        if args.profile:
+            for r in runners:
+                print(f'--- {mode}, {r.name}: top {args.profile} ops by self time, one step')
+                print(profile(getattr(r, method), args.device, args.profile))
+        if len(runners) == 2:
+            a, b = (results[(r.name, mode)] for r in runners)
+            print(f'{mode:<11} ratio {runners[0].name} / {runners[1].name}: images/s '
+                  f'{a["images_per_s"] / b["images_per_s"]:.3f}, peak memory '
+                  f'{a["peak_bytes"] / max(b["peak_bytes"], 1):.3f}')
+    return results
+
+
+# ------------------------------------------------------------------------------- block
+def benchmark_block(args):
+    from mmdat.models.backbones import DAT
+    H, W = args.shape or (800, 1333)
+    torch.manual_seed(0)
+    backbone = DAT(arch='tiny', key_downsample=args.r, drop_path_rate=0.)
+    block = backbone.stages[2].blocks[1].to(args.device)
+    attn = block.attn
+    if args.chunk_size:
+        attn.chunk_size = args.chunk_size
+    stride = 16
+    hw = (-(-H // stride), -(-W // stride))
+    Hk, Wk = attn.key_grid_size(*hw)
+    x0 = torch.randn(args.batch, hw[0] * hw[1], attn.embed_dims, device=args.device)
+    print(f'device: {args.device}'
+          + (f' ({torch.get_num_threads()} threads)' if args.device == 'cpu' else '')
+          + f'; DAT-T stage-3 deformable block, {H}x{W} image -> {hw[0]}x{hw[1]} = '
+          f'{hw[0] * hw[1]} queries, r = {args.r}: {Hk}x{Wk} = {Hk * Wk} keys, '
+          f'{attn.num_heads} heads, {attn.groups} groups, chunks of <= {attn.chunk_size} '
+          f'logits; batch {args.batch}; '
+          f'forward+backward, {args.iters} timed after {args.warmup} warm-up; memory: '
+          f'{PeakMemory(args.device).method}')
+
+    def step(keep=None):
+        x = x0.clone().requires_grad_()
+        out = block(x, hw)
+        out.float().pow(2).mean().backward()
+        if keep is not None:
+            keep.update(out=out.detach(), grad=x.grad)
+        block.zero_grad(set_to_none=True)
+
+    results, kept = {}, {}
+    for impl in args.impls:
+        attn.impl = impl
+        kept[impl] = {}
+        mem = peak(lambda: step(kept[impl]), args.device)
+        (seconds, ) = time_alternately([step], args.iters, args.warmup, args.device)
+        results[impl] = dict(seconds=seconds / args.iters, peak_bytes=mem)
+        print(f'{impl:<10} {1000 * seconds / args.iters:10.1f} ms/iter   '
+              f'peak memory {mem / 2**20:9.1f} MiB')
+    if len(args.impls) == 2:
+        a, b = (results[i] for i in args.impls)
+        ka, kb = (kept[i] for i in args.impls)
+        print(f'{args.impls[1]} / {args.impls[0]}: time {b["seconds"] / a["seconds"]:.3f}, '
+              f'peak memory {b["peak_bytes"] / max(a["peak_bytes"], 1):.3f}; max |diff| '
+              f'output {(ka["out"] - kb["out"]).abs().max():.2e}, input grad '
+              f'{(ka["grad"] - kb["grad"]).abs().max():.2e}')
+    return results
+
+
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', nargs='?', help='config file or pkg::path')
+    parser.add_argument('--other', help='a second config, run alternately with the first')
+    parser.add_argument('--batch', type=int, default=1)
+    parser.add_argument('--shape', nargs=2, type=int, metavar=('H', 'W'),
+                        help="input size (default: the paper's for the config's task; "
+                        '800 1333 for --block)')
+    parser.add_argument('--train', action='store_true', help='also time a training step')
+    parser.add_argument('--iters', type=int, default=10)
+    parser.add_argument('--warmup', type=int, default=3)
+    parser.add_argument('--backbone-only', action='store_true')
+    parser.add_argument('--profile', type=int, default=0, metavar='ROWS',
+                        help='also print the top ROWS ops of one step of each model '
+                        '(torch.profiler, by self time)')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--no-amp', dest='amp', action='store_false',
+                        help='on CUDA, run in float32')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of CONFIG')
+    parser.add_argument('--other-cfg-options', nargs='+', action=DictAction,
+                        help='override settings of --other')
+    parser.add_argument('--block', choices=['deformable'],
+                        help='micro-benchmark one DAT-T stage-3 block instead of a config')
+    parser.add_argument('--r', type=int, default=1, help='--block: key downsampling r')
+    parser.add_argument('--impls', nargs='+', default=['reference', 'chunked'],
+                        choices=['reference', 'chunked', 'auto'],
+                        help='--block: DeformableAttention.impl values to compare')
+    parser.add_argument('--chunk-size', type=int,
+                        help="--block: the chunked path's bound on one chunk's logits "
+                        '(elements; default: DeformableAttention.chunk_size)')
+    args = parser.parse_args(argv)
+    if bool(args.config) == bool(args.block):
+        parser.error('give a CONFIG or --block')
+    if args.iters < 1 or args.warmup < 0 or args.batch < 1:
+        parser.error('--iters and --batch must be >= 1, --warmup >= 0')
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import mmdat  # noqa: F401
+    if args.block:
+        return benchmark_block(args)
+    return benchmark_models(args)
+
+
+if __name__ == '__main__':
+    main()
