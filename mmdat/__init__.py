@@ -9,7 +9,7 @@ from .version import __version__
 
 apply_compat_fixes()
 
-from . import models  # noqa: E402,F401  (registers the models)
+from . import engine, models  # noqa: E402,F401  (registers the hooks and models)
 from .registry import MODELS  # noqa: E402
 
 __all__ = ['__version__', 'MODELS']

@@ -6,6 +6,7 @@ Extends ``test_runner_resume.py`` (in-process resume), ``test_converter.py`` (th
 and ``test_dat.py`` (resize hooks, a few bad inputs). Everything runs on CPU with ``'nano'``
 DATs and tiny generated data; only the fp16 ``AmpOptimWrapper`` case needs CUDA.
 """
+import glob
 import os
 import os.path as osp
 import signal
@@ -126,22 +127,25 @@ def train_tool(cfg_file, work_dir, *extra):
          *extra], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
-def test_sigkill_then_resume_gives_the_uninterrupted_weights(data_root, tmp_path):
+@pytest.mark.parametrize('resumable', [True, False], ids=['with_hook', 'without_hook'])
+def test_sigkill_then_resume_gives_the_uninterrupted_weights(data_root, tmp_path, resumable):
     """tools/train.py killed with SIGKILL after epoch 2's checkpoint, resumed with --resume,
     ends with exactly the weights and optimizer state of an uninterrupted run.
 
-    The run draws no random numbers after its start (no drop path, no random augmentation):
-    mmengine 0.10.7 checkpoints restore the model, optimizer, schedulers, epoch/iteration and
-    the sampler's order, but not the global torch/numpy/random generator states, so a
-    resumed run's drop-path masks and augmentations differ from an uninterrupted run's.
+    The run draws random numbers all along (drop path 0.3 and a random flip in the main
+    process). MMEngine's checkpoints do not hold the generators' states; mmdat's
+    ``ResumableRandomnessHook`` (in every mmdat config) makes the random numbers a function of
+    the position in training, so the resumed run replays them. Without the hook the resumed
+    run's weights differ: the test is sensitive to what it checks.
     """
     (tmp_path / 'sigkill_hook.py').write_text(KILL_HOOK)
-    cfg = Config(train_cfg_dict(data_root, work_dir=''))
+    cfg = Config(train_cfg_dict(data_root, work_dir='', drop_path_rate=0.3, augment=True))
     cfg.custom_imports['imports'].append('sigkill_hook')
-    cfg.custom_hooks = [dict(type='SigkillAfterCheckpoint', epoch=2, priority='LOWEST')]
+    hooks = [dict(type='ResumableRandomnessHook')] if resumable else []
+    cfg.custom_hooks = hooks + [dict(type='SigkillAfterCheckpoint', epoch=2, priority='LOWEST')]
     crashing = str(tmp_path / 'crashing.py')
     cfg.dump(crashing)
-    cfg.custom_hooks = []
+    cfg.custom_hooks = hooks
     plain = str(tmp_path / 'plain.py')
     cfg.dump(plain)
 
@@ -164,6 +168,10 @@ def test_sigkill_then_resume_gives_the_uninterrupted_weights(data_root, tmp_path
     b = torch.load(osp.join(crash_dir, 'epoch_3.pth'), map_location='cpu', weights_only=True)
     assert a['meta']['iter'] == b['meta']['iter'] == 9
     assert a['state_dict'].keys() == b['state_dict'].keys()
+    same = [torch.equal(value, b['state_dict'][key]) for key, value in a['state_dict'].items()]
+    if not resumable:
+        assert not all(same), 'drop path and flips did not change the resumed run'
+        return
     for key, value in a['state_dict'].items():
         assert torch.equal(value, b['state_dict'][key]), key
     for pid, state in a['optimizer']['state'].items():
@@ -520,3 +528,13 @@ def test_seeded_cpu_training_is_deterministic(data_root, tmp_path, restore_deter
     assert len(losses_a) == 3 and losses_a == losses_b
     for key, value in weights_a.items():
         assert torch.equal(value, weights_b[key]), key
+
+
+def test_every_mmdat_config_replays_its_random_numbers_on_resume():
+    configs = sorted(p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)
+                     if '_base_' not in p)
+    assert len(configs) > 40
+    missing = [osp.relpath(p, ROOT) for p in configs
+               if dict(type='ResumableRandomnessHook') not in Config.fromfile(p).get(
+                   'custom_hooks', [])]
+    assert not missing, f'configs without ResumableRandomnessHook: {missing}'

@@ -5,6 +5,8 @@
 # epochs 8 and 11, batch 16 (8 GPUs x 2 images), 1333x800 images.
 _base_ = 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py'
 custom_imports = dict(imports=['mmdat'], allow_failed_imports=False)
+# a resumed run replays the random numbers (drop path, augmentation) of an uninterrupted one
+custom_hooks = [dict(type='ResumableRandomnessHook')]
 
 # ImageNet-1k DAT-T (configs/classification/dat_t_in1k.py, or the authors' checkpoint
 # converted with tools/model_converters/dat_to_mmdat.py)

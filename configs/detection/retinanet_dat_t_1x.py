@@ -6,6 +6,8 @@
 # Stages 2-4 feed the FPN, which adds P6-P7 on its last input (FPN inherited from Swin's).
 _base_ = 'mmdet::swin/retinanet_swin-t-p4-w7_fpn_1x_coco.py'
 custom_imports = dict(imports=['mmdat'], allow_failed_imports=False)
+# a resumed run replays the random numbers (drop path, augmentation) of an uninterrupted one
+custom_hooks = [dict(type='ResumableRandomnessHook')]
 
 # ImageNet-1k DAT-T (configs/classification/dat_t_in1k.py, or the authors' checkpoint
 # converted with tools/model_converters/dat_to_mmdat.py)

@@ -12,6 +12,8 @@ _base_ = [
     'mmseg::_base_/schedules/schedule_40k.py',
 ]
 custom_imports = dict(imports=['mmdat'], allow_failed_imports=False)
+# a resumed run replays the random numbers (drop path, augmentation) of an uninterrupted one
+custom_hooks = [dict(type='ResumableRandomnessHook')]
 
 # ImageNet-1k DAT-T (configs/classification/dat_t_in1k.py, or the authors' weights converted
 # with tools/model_converters/dat_to_mmdat.py)

@@ -7,6 +7,8 @@
 # Stochastic depth 0.3 (T), 0.3 (S), 0.5 (B) (Sec. 4.3).
 _base_ = 'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
 custom_imports = dict(imports=['mmdat'], allow_failed_imports=False)
+# a resumed run replays the random numbers (drop path, augmentation) of an uninterrupted one
+custom_hooks = [dict(type='ResumableRandomnessHook')]
 
 # ImageNet-1k DAT-T (configs/classification/dat_t_in1k.py, or the authors' weights converted
 # with tools/model_converters/dat_to_mmdat.py)
