@@ -44,8 +44,13 @@ def _shape_polygon(kind, cx, cy, r, angle):
              cy + r * math.sin(angle + 2 * math.pi * i / n)) for i in range(n)]
 
 
+#: the upright pose of each shape: squares axis-aligned, triangles pointing up
+_UPRIGHT = {'circle': 0., 'square': math.pi / 4, 'triangle': -math.pi / 2}
+
+
 def _draw_scene(rng, size, num_shapes, min_r, max_r):
-    """Draw shapes; return the image (H, W, 3), the label map and a list of instances."""
+    """Draw upright shapes of random size, position and colour; return the image (H, W, 3),
+    the label map and a list of instances."""
     h, w = size
     img = Image.fromarray(_texture(rng, size))
     draw = ImageDraw.Draw(img)
@@ -56,9 +61,11 @@ def _draw_scene(rng, size, num_shapes, min_r, max_r):
         cls = int(rng.integers(len(CLASSES)))
         r = float(rng.uniform(min_r, max_r))
         cx, cy = float(rng.uniform(r, w - r)), float(rng.uniform(r, h - r))
-        poly = _shape_polygon(CLASSES[cls], cx, cy, r, float(rng.uniform(0, 2 * math.pi)))
-        colour = tuple(int(c) for c in rng.integers(150, 256, 3))
-        colour = tuple(c if i == cls else c // 3 for i, c in enumerate(colour))
+        poly = _shape_polygon(CLASSES[cls], cx, cy, r, _UPRIGHT[CLASSES[cls]])
+        # a random bright colour: the class is in the shape, not the colour
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        colour = tuple(min(255, c + 110) if i == int(rng.integers(3)) else c // 2
+                       for i, c in enumerate(colour))
         draw.polygon(poly, fill=colour)
         ldraw.polygon(poly, fill=cls + 1)
         xs, ys = [p[0] for p in poly], [p[1] for p in poly]
