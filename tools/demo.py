@@ -96,7 +96,7 @@ def make_data(task, root, sizes, seed):
     """Generate the dataset once; regenerate when the sizes or seed change."""
     from mmdat.datasets import synthetic
     stamp = osp.join(root, 'dataset.json')
-    spec = dict(task=task, seed=seed, **{k: list(v) if isinstance(v, tuple) else v
+    spec = dict(task=task, seed=seed, version=2, **{k: list(v) if isinstance(v, tuple) else v
                                          for k, v in sizes.items()})
     if osp.exists(stamp):
         with open(stamp) as f:
@@ -125,6 +125,36 @@ def save_untrained(config, path, overrides, seed):
     model = MODELS.build(cfg.model)
     model.init_weights()
     torch.save(dict(state_dict=model.state_dict(), meta=dict(note='untrained')), path)
+
+
+def points_on_shapes(config, checkpoint, data_root, overrides, num_images=100):
+    """Where the deformable blocks sample, over held-out images (classification task):
+    per block, the share of its deformed points that land on the shape, beside the share of
+    its reference grid points that do (the shape's area, as the uniform grid sees it)."""
+    import numpy as np
+    from PIL import Image
+
+    from mmdat.utils.visualize import deformed_points, load_model, prepare_image
+
+    def on_mask(points, mask):  # (..., 2) (y, x) input pixels
+        yx = np.floor(points.reshape(-1, 2)).astype(int)
+        inside = ((yx >= 0) & (yx < mask.shape)).all(1)
+        hits = np.zeros(len(yx), bool)
+        hits[inside] = mask[yx[inside, 0], yx[inside, 1]]
+        return hits.mean()
+
+    model, cfg = load_model(osp.join(REPO, config), checkpoint, cfg_options=overrides)
+    images = sorted(glob.glob(osp.join(data_root, 'val', '*', '*.png')))[:num_images]
+    shares = {}
+    for image in images:
+        mask = np.asarray(Image.open(image.replace(
+            osp.join(data_root, 'val'), osp.join(data_root, 'masks', 'val')))) > 0
+        inputs, _ = prepare_image(model, cfg, image)
+        for block in deformed_points(model, inputs):
+            shares.setdefault(block.name, []).append(
+                (on_mask(block.points, mask), on_mask(block.reference, mask)))
+    return {name: dict(zip(('deformed', 'reference'), np.mean(v, 0).round(3).tolist()))
+            for name, v in shares.items()}
 
 
 def main(argv=None):
@@ -178,9 +208,12 @@ def main(argv=None):
     run([py, 'tools/visualize_deformable.py', config, checkpoint, image, '--out', picture],
         osp.join(run_dir, 'visualize.log'))
 
+    focus = None
+    if args.task == 'cls':
+        focus = points_on_shapes(config, checkpoint, data_root, overrides)
     result = dict(task=args.task, metric=task['metric'], untrained=round(before, 2),
                   trained=round(after, 2), chance=task['chance_text'], epochs=epochs,
-                  checkpoint=checkpoint, picture=picture,
+                  checkpoint=checkpoint, picture=picture, points_on_shapes=focus,
                   minutes=round((time.time() - start) / 60, 1))
     with open(osp.join(run_dir, 'result.json'), 'w') as f:
         json.dump(result, f, indent=1)
@@ -190,6 +223,9 @@ def main(argv=None):
           f'deformed points: {picture}\n'
           f'checkpoint: {checkpoint}\n'
           f'time: {result["minutes"]} min')
+    for name, share in (focus or {}).items():
+        print(f'block {name}: {100 * share["deformed"]:.1f} % of the deformed points on the '
+              f'shapes, {100 * share["reference"]:.1f} % of the reference points')
     return result
 
 

@@ -80,14 +80,20 @@ def _splits(num_train, num_val):
 
 
 def make_classification(root, num_train=60, num_val=30, size=64, seed=0):
-    """ImageNet-style folders; returns ``root``."""
+    """ImageNet-style folders ``root/{train,val}/<class>/*.png``; returns ``root``.
+
+    The shape's mask is written beside, as ``root/masks/<split>/<class>/<name>.png`` (255 on
+    the shape), outside the folders the classification dataset reads.
+    """
     rng = np.random.default_rng(seed)
     for split, n in _splits(num_train, num_val):
         for i in range(n):
-            img, _, inst = _draw_scene(rng, (size, size), 1, size * 0.22, size * 0.4)
-            d = osp.join(root, split, CLASSES[inst[0]['cls']])
-            os.makedirs(d, exist_ok=True)
-            Image.fromarray(img).save(osp.join(d, f'{split}_{i:05d}.png'))
+            img, label, inst = _draw_scene(rng, (size, size), 1, size * 0.22, size * 0.4)
+            name = osp.join(CLASSES[inst[0]['cls']], f'{split}_{i:05d}.png')
+            for folder, array in ((osp.join(root, split), img),
+                                  (osp.join(root, 'masks', split), (label > 0) * 255)):
+                os.makedirs(osp.join(folder, osp.dirname(name)), exist_ok=True)
+                Image.fromarray(array.astype(np.uint8)).save(osp.join(folder, name))
     return root
 
 
