@@ -72,18 +72,9 @@ PAPER_ROWS = {
 # Figure 4: offset range factor s -> config
 FIGURE4 = {s: f'ablations/dat_t_offset_range_s{s}.py'
            for s in PAPER['figure4_offset_range']['s_values']}
-# Table 8 (the paper's text gives only ratios to DAT-T: see test_table8_*)
-TABLE8 = {
-    'ddetr_16_keys': 'ablations/dat_t_ddetr_attn_16keys.py',
-    'ddetr_same_keys': 'ablations/dat_t_ddetr_attn_same_keys.py',
-    'dat': 'dat_t_in1k.py',
-}
-# Table 9 (Appendix B; no figures in the paper's text)
-TABLE9 = {
-    'dat_t_conv_stem': 'dat_t_conv_stem_in1k.py',
-    'dat_s_conv_stem': 'dat_s_conv_stem_in1k.py',
-    'dat_b_conv_stem': 'dat_b_conv_stem_in1k.py',
-}
+# Table 8 (the paper's text gives only ratios to DAT-T: see test_table8_*) and Table 9
+# (Appendix B; no figures in the paper's text): the row -> config maps of get_flops --paper
+from mmdat.utils.paper_flops import TABLE8, TABLE9  # noqa: E402
 # tolerances: Tables 6-7 print 0.01 M; Table 2 prints whole millions (DAT-T's 28.3 M as 29 M,
 # as Swin's paper prints Swin-T's 28.3 M) and one decimal of GFLOPs
 TOLERANCE = {
