@@ -41,19 +41,20 @@ def grid_points(height, width, device=None, dtype=None):
     return torch.stack(torch.meshgrid(ys, xs, indexing='ij'), dim=-1)
 
 
-def sample(z, points):
+def sample(z, points, xy=False):
     """Bilinear sampling phi(z; p) of Eq. 8.
 
     Args:
         z (Tensor): (N, C, H, W) maps to sample from.
         points (Tensor): (N, ..., 2) normalised (y, x) points, 1 or 2 leading spatial dims.
+        xy (bool): the points are already in grid_sample's (x, y) order.
 
     Returns:
         Tensor: (N, C, *points.shape[1:-1]), in the wider dtype of ``z`` and ``points``.
     """
     squeeze = points.dim() == 3
     dtype = torch.promote_types(z.dtype, points.dtype)  # grid_sample needs one dtype
-    grid = points.flip(-1).to(dtype)  # grid_sample wants (x, y)
+    grid = (points if xy else points.flip(-1)).to(dtype)  # grid_sample wants (x, y)
     if squeeze:
         grid = grid.unsqueeze(1)
     out = F.grid_sample(z.to(dtype), grid, mode='bilinear', padding_mode='zeros',
@@ -75,10 +76,12 @@ def deformable_position_bias(table, query_points, key_points):
     """
     B, G, Nk, _ = key_points.shape
     M = table.shape[0]
-    # R: continuous relative displacements, normalised to [-1, 1]
-    R = (query_points[None, None, :, None, :] - key_points[:, :, None, :, :]) * 0.5
+    # R: continuous relative displacements, normalised to [-1, 1], in (x, y) order (the
+    # points are flipped, not the (B, G, Nq, Nk, 2) displacements)
+    R = (query_points.flip(-1)[None, None, :, None, :] - key_points.flip(-1)[:, :, None]) * 0.5
     tables = table.reshape(1, G, M // G, *table.shape[1:]).expand(B, -1, -1, -1, -1)
-    bias = sample(tables.reshape(B * G, M // G, *table.shape[1:]), R.reshape(B * G, -1, Nk, 2))
+    bias = sample(tables.reshape(B * G, M // G, *table.shape[1:]), R.reshape(B * G, -1, Nk, 2),
+                  xy=True)
     return bias.reshape(B, M, -1, Nk).to(table.dtype)
 
 
