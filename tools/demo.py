@@ -48,7 +48,7 @@ TASKS = {
         config='configs/demo/dat_nano_shapes_seg.py', make='make_segmentation',
         data=dict(num_train=200, num_val=40, size=(128, 160)), quick_data=dict(
             num_train=16, num_val=8, size=(128, 160)),
-        epochs=12, quick_epochs=2, metric='mIoU', chance=None,
+        epochs=40, quick_epochs=2, metric='mIoU', chance=None,
         chance_text='below 25 (a constant prediction gets one class of 4)',
         images='images/validation/*.jpg'),
 }

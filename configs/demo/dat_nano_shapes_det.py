@@ -52,7 +52,8 @@ max_epochs = 12
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
-    dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs, eta_min=1e-5),
+    # ends at train_cfg.max_epochs (the runner's default), so --epochs rescales it
+    dict(type='CosineAnnealingLR', by_epoch=True, begin=0, eta_min=1e-5),
 ]
 optim_wrapper = dict(optimizer=dict(lr=5e-4))
 auto_scale_lr = dict(enable=False)

@@ -46,7 +46,8 @@ train_cfg = dict(_delete_=True, type='EpochBasedTrainLoop', max_epochs=max_epoch
                  val_interval=max_epochs)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
-    dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs, eta_min=1e-5),
+    # ends at train_cfg.max_epochs (the runner's default), so --epochs rescales it
+    dict(type='CosineAnnealingLR', by_epoch=True, begin=0, eta_min=1e-5),
 ]
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
 default_hooks = dict(logger=dict(interval=10),
