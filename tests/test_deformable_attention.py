@@ -165,7 +165,7 @@ def test_chunked_path_equals_reference(pos_encoding, hw, r, batch):
     grad_out = torch.randn(batch, hw[0] * hw[1], 16)
     results = []
     for impl, chunk_size in (('reference', None), ('chunked', 2**22), ('chunked', 0)):
-        mod.impl, mod.chunk_size = impl, chunk_size  # chunk_size 0: one query row per chunk
+        mod.impl, mod.chunk_size = impl, chunk_size  # chunk_size 0: one query per chunk
         mod.zero_grad()
         xi = x.clone().requires_grad_()
         out = mod(xi, hw)

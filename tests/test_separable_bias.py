@@ -116,18 +116,27 @@ def test_chunked_attention_position_bias_paths(position_bias, chunk):
 
 def test_chunked_attention_bf16_autocast_matches_reference():
     """Under bfloat16 autocast the chunked path keeps the reference's precision choices
-    (bias and softmax in float32), so both agree to bfloat16 matmul rounding."""
+    (bias and softmax in float32), also when it recomputes the chunks for the backward pass,
+    so both agree to bfloat16 matmul rounding, values and gradients."""
     from mmdat.models.layers.deformable_attention import deformable_attention
     from mmdat.models.layers.deformable_attention_chunked import \
         chunked_deformable_attention
-    q, x, points, w_k, b_k, w_v, b_v, M, table = _attention_inputs(seed=4)
-    with torch.autocast('cpu', dtype=torch.bfloat16):
-        ref = deformable_attention(q, x, points, w_k, b_k, w_v, b_v, M, rpe_table=table)
-        out = chunked_deformable_attention(q, x, points, w_k, b_k, w_v, b_v, M,
-                                           rpe_table=table, max_chunk_elements=0)
+    results = []
+    for fn, kwargs in ((deformable_attention, {}),
+                       (chunked_deformable_attention, dict(max_chunk_elements=0))):
+        q, x, points, w_k, b_k, w_v, b_v, M, table = _attention_inputs(seed=4)
+        leaves = [t.requires_grad_() for t in (q, x, points, table)]
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = fn(q, x, points, w_k, b_k, w_v, b_v, M, rpe_table=table, **kwargs)
+        out.float().pow(2).sum().backward()
+        results.append([out] + [t.grad for t in leaves])
+    (ref, *ref_grads), (out, *grads) = results
     assert out.dtype == ref.dtype
     # (adding the bias to bfloat16 logits would be off by ~1.6e-2 here)
     torch.testing.assert_close(out.float(), ref.float(), rtol=0, atol=1e-3)
+    for a, b in zip(grads, ref_grads):  # (each is ~0.5-0.9 % from the float32 gradient)
+        assert a.dtype == b.dtype
+        assert (a - b).norm() <= 5e-3 * b.norm()
 
 
 def test_chunked_attention_rejects_unknown_position_bias():

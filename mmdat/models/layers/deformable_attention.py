@@ -76,9 +76,11 @@ def deformable_position_bias(table, query_points, key_points):
     """
     B, G, Nk, _ = key_points.shape
     M = table.shape[0]
-    # R: continuous relative displacements, normalised to [-1, 1], in (x, y) order (the
-    # points are flipped, not the (B, G, Nq, Nk, 2) displacements)
-    R = (query_points.flip(-1)[None, None, :, None, :] - key_points.flip(-1)[:, :, None]) * 0.5
+    # R = (q - k) / 2: continuous relative displacements, normalised to [-1, 1], in (x, y)
+    # order. The points are flipped and halved, not the (B, G, Nq, Nk, 2) displacements
+    # (q / 2 - k / 2 is (q - k) / 2 exactly: halving a float is exact).
+    R = (query_points.flip(-1)[None, None, :, None, :] * 0.5
+         - key_points.flip(-1)[:, :, None] * 0.5)
     tables = table.reshape(1, G, M // G, *table.shape[1:]).expand(B, -1, -1, -1, -1)
     bias = sample(tables.reshape(B * G, M // G, *table.shape[1:]), R.reshape(B * G, -1, Nk, 2),
                   xy=True)
@@ -102,8 +104,8 @@ def deformed_keys_values(x, points, w_k, b_k, w_v, b_v):
     x_sampled = sample(x.reshape(B * G, C // G, H, W), points.reshape(B * G, Hk, Wk, 2))
     x_sampled = x_sampled.reshape(B, C, Hk * Wk).to(x.dtype)
     # Eq. 6: k~ = x~ W_k, v~ = x~ W_v
-    k = torch.einsum('oc,bcn->bon', w_k, x_sampled) + b_k[:, None]
-    v = torch.einsum('oc,bcn->bon', w_v, x_sampled) + b_v[:, None]
+    k = torch.matmul(w_k, x_sampled) + b_k[:, None]  # (B, C, Nk), contiguous
+    v = torch.matmul(w_v, x_sampled) + b_v[:, None]
     return k, v
 
 

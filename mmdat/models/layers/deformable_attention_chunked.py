@@ -3,25 +3,32 @@
 The straightforward path holds, per block, the (B*G, Nq, Nk, 2) displacements, the full
 (B, M, Nq, Nk) bias, logits and attention at once (and autograd keeps them for the backward
 pass): at stage 3 of a 1333x800 image that is several GiB per block. Here the queries are
-processed in chunks of rows of the query grid, under activation checkpointing when gradients
-are needed, so at most one chunk's (B, M, rows*W, Nk) tensors are alive at a time.
+processed in chunks (:class:`_ChunkedAttention`): the forward pass keeps no chunk's tensors,
+the backward pass recomputes one chunk at a time and adds its gradients into buffers made
+once, so at most one chunk's (B, M, n, Nk) tensors are alive at a time.
 
 Per chunk, the bias is the reference path's :func:`deformable_position_bias` (one
-``F.grid_sample`` of the table) for the chunk's queries, and the logits are one ``baddbmm``
-onto it (no separate scale and add passes over the (B*M, rows*W, Nk) logits): the reference
-path's numerics up to float rounding.
+``F.grid_sample`` of the table) for the chunk's queries, and ``q k^T / sqrt(d)`` is added to
+it in place: the reference path's numerics up to float rounding.
+
+Chunks are sized for the C allocator as much as for the bound on memory: a tensor above
+32 MiB is a fresh ``mmap`` every time, and its page faults cost more than the matrix products
+(a 34 MB (24, 84, 4200) ``bmm`` takes 14 ms with a fresh output, 4 ms into a reused one); and
+small gradients kept from chunk to chunk between the chunk tensors make glibc's heap grow
+(with autograd's checkpointing per chunk, the resident peak was 2 GB for 0.4 GB in use).
 
 :func:`separable_position_bias` is an alternative for the bias: the queries lie on a regular
 grid, so the y part of a displacement depends only on (query row, key) and the x part only on
 (query column, key), and bilinear interpolation separates into an interpolation along y (one
 small tensor per query row) followed by one along x. It gives the same values and gradients,
 but on CPU it is slower than ``grid_sample`` (a fused kernel) at DAT's sizes (gather + lerp
-passes over a bias-sized tensor cost more than grid_sample's bilinear taps), so the chunked
-path uses it only when asked (``position_bias='separable'``).
+passes over a bias-sized tensor cost more than grid_sample's bilinear taps: 17 s instead of
+7 s for the block of ``tools/benchmark.py --block deformable``), so the chunked path uses it
+only when asked (``position_bias='separable'``).
 """
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
+from torch.autograd.function import once_differentiable
 
 from .deformable_attention import (deformable_position_bias, deformed_keys_values, grid_points,
                                    sampling_dtype)
@@ -96,37 +103,38 @@ def separable_position_bias(table, query_ys, query_xs, key_points):
 POSITION_BIAS = ('grid_sample', 'separable')
 
 
-def _attend_rows(q_rows, k, v, points, rpe_table, attn_bias, query_ys, query_xs, num_heads,
-                 position_bias):
-    """Eq. 9 for one chunk of query rows: q_rows (B, C, R, W) -> (B, C, R, W)."""
-    B, C, R, W = q_rows.shape
+def _attend(q, k, v_t, points, rpe_table, attn_bias, query_points, num_heads, position_bias):
+    """Eq. 9 for one chunk of queries: q (B, C, n) at ``query_points`` -> (B, C, n).
+
+    k is (B, M, d, Nk) and v_t the transposed values (B, M, Nk, d).
+
+    ``query_points`` is the (n, 2) (y, x) of the chunk's queries, or for the separable bias
+    the (ys, xs) of the whole rows it covers.
+    """
+    B, C, n = q.shape
     M, d, Nk = num_heads, C // num_heads, k.shape[-1]
     bias = None
     if rpe_table is not None:
         key_points = points.reshape(B, points.shape[1], Nk, 2)
         if position_bias == 'separable':
-            bias = separable_position_bias(rpe_table, query_ys, query_xs, key_points)
+            bias = separable_position_bias(rpe_table, *query_points, key_points)
         else:
-            query_points = torch.stack(torch.meshgrid(query_ys, query_xs, indexing='ij'), -1)
-            bias = deformable_position_bias(rpe_table, query_points.reshape(R * W, 2),
-                                            key_points)
-    if attn_bias is not None:  # (1 or B, M, R*W, Nk)
+            bias = deformable_position_bias(rpe_table, query_points, key_points)
+    if attn_bias is not None:  # (1 or B, M, n, Nk)
         bias = attn_bias if bias is None else bias + attn_bias
-    q = q_rows.reshape(B * M, d, R * W).transpose(1, 2)
-    k = k.reshape(B * M, d, Nk)
-    if bias is not None:
-        bias = bias.expand(B, M, R * W, Nk).reshape(B * M, R * W, Nk)
-    if (bias is not None and bias.dtype == q.dtype
-            and not torch.is_autocast_enabled(q.device.type)):
-        # bias + q k^T / sqrt(d) in one pass over the logits
-        logits = torch.baddbmm(bias, q, k, alpha=d**-0.5)
-    else:  # as the reference path: a half-precision q k^T gets the bias added in >= float32
-        logits = torch.bmm(q, k) * d**-0.5
+    q = q.reshape(B, M, d, n).transpose(2, 3)
+    if bias is None or (bias.dtype == q.dtype and not torch.is_autocast_enabled(q.device.type)):
+        # q k^T / sqrt(d) + bias, the bias added in place: no logits-sized copy (matmul's
+        # result is not an autograd view, and its backward does not need it)
+        logits = torch.matmul(q * d**-0.5, k)  # (B, M, n, Nk)
         if bias is not None:
-            logits = logits + bias
-    attn = logits.to(sampling_dtype(logits.dtype)).softmax(dim=-1).to(v.dtype)
-    z = torch.bmm(v.reshape(B * M, d, Nk), attn.transpose(1, 2))  # (B*M, d, R*W)
-    return z.reshape(B, C, R, W)
+            logits.add_(bias)
+    else:  # as the reference path: a half-precision q k^T gets the bias added in >= float32
+        logits = torch.matmul(q, k) * d**-0.5 + bias
+    attn = logits.to(sampling_dtype(logits.dtype)).softmax(dim=-1).to(v_t.dtype)
+    # z^T = attn v^T, (B, M, n, d): the gradients of attn and v^T come back contiguous
+    z = torch.matmul(attn, v_t)
+    return z.transpose(2, 3).reshape(B, C, n)
 
 
 def chunked_deformable_attention(q, x, points, w_k, b_k, w_v, b_v, num_heads, rpe_table=None,
@@ -134,7 +142,9 @@ def chunked_deformable_attention(q, x, points, w_k, b_k, w_v, b_v, num_heads, rp
                                  position_bias='grid_sample'):
     """Same arguments and result as :func:`deformable_attention`, memory-lean.
 
-    ``max_chunk_elements`` bounds the size of one chunk's (B, M, rows*W, Nk) logits.
+    ``max_chunk_elements`` bounds the size of one chunk's (B, M, n, Nk) logits (at least one
+    query per chunk; whole query rows with the separable bias); the default, 16 MiB of
+    float32, keeps chunk tensors below the C allocator's 32 MiB ``mmap`` threshold.
     ``position_bias`` picks how the deformable bias is interpolated: ``'grid_sample'`` (the
     default, fastest on CPU) or ``'separable'`` (:func:`separable_position_bias`); both give
     the same values and gradients.
@@ -145,21 +155,79 @@ def chunked_deformable_attention(q, x, points, w_k, b_k, w_v, b_v, num_heads, rp
     B, C, H, W = q.shape
     Nk = points.shape[2] * points.shape[3]
     k, v = deformed_keys_values(x, points, w_k, b_k, w_v, b_v)
+    M, d = num_heads, C // num_heads
+    k, v_t = k.reshape(B, M, d, Nk), v.reshape(B, M, d, Nk).transpose(2, 3).contiguous()
     query_points = grid_points(H, W, q.device, sampling_dtype(points.dtype))  # (H, W, 2)
-    query_ys, query_xs = query_points[:, 0, 0], query_points[0, :, 1]
-    if attn_bias is not None:  # (1 or B, M, H*W, Nk): chunked by query rows below
-        attn_bias = attn_bias.reshape(*attn_bias.shape[:2], H, W, Nk)
-    rows_per_chunk = max(1, max_chunk_elements // (B * num_heads * W * Nk))
-    checkpoint = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (q, x, points, w_k, rpe_table, attn_bias))
-    outs = []
-    for start in range(0, H, rows_per_chunk):
-        rows = slice(start, min(H, start + rows_per_chunk))
-        args = (q[:, :, rows], k, v, points, rpe_table,
-                None if attn_bias is None else attn_bias[:, :, rows].flatten(2, 3),
-                query_ys[rows], query_xs, num_heads, position_bias)
-        if checkpoint:
-            outs.append(cp.checkpoint(_attend_rows, *args, use_reentrant=False))
+    per_chunk = max(1, max_chunk_elements // (B * num_heads * Nk))
+    if position_bias == 'separable':  # whole rows
+        per_chunk = W * max(1, per_chunk // W)
+    q = q.flatten(2)
+    chunks = []
+    for start in range(0, H * W, per_chunk):
+        chunk = slice(start, min(H * W, start + per_chunk))
+        if position_bias == 'separable':
+            rows = slice(chunk.start // W, chunk.stop // W)
+            chunks.append((chunk, (query_points[rows, 0, 0], query_points[0, :, 1])))
         else:
-            outs.append(_attend_rows(*args))
-    return torch.cat(outs, dim=2)
+            chunks.append((chunk, query_points.reshape(H * W, 2)[chunk]))
+    z = _ChunkedAttention.apply(q, k, v_t, points, rpe_table, attn_bias, chunks, num_heads,
+                                position_bias)
+    return z.reshape(B, C, H, W)
+
+
+class _ChunkedAttention(torch.autograd.Function):
+    """Eq. 9 chunk by chunk of queries, keeping no chunk's tensors for the backward pass.
+
+    The backward pass recomputes each chunk (as activation checkpointing would) and adds its
+    gradients in place into buffers made once, before the loop. So the memory in use is that
+    of the inputs plus one chunk, and every chunk finds the C allocator's heap as the last one
+    left it: no per-chunk gradient of the whole query map to scatter, and no heap growth
+    from chunk tensors interleaved with long-lived ones.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v_t, points, rpe_table, attn_bias, chunks, num_heads,
+                position_bias):
+        ctx.save_for_backward(q, k, v_t, points, rpe_table, attn_bias)
+        ctx.chunks, ctx.num_heads, ctx.position_bias = chunks, num_heads, position_bias
+        ctx.device_type = q.device.type
+        ctx.autocast = (torch.is_autocast_enabled(ctx.device_type),
+                        torch.get_autocast_dtype(ctx.device_type))
+        z = None
+        for chunk, query_points in chunks:
+            z_chunk = _attend(q[:, :, chunk], k, v_t, points, rpe_table,
+                              None if attn_bias is None else attn_bias[:, :, chunk],
+                              query_points, num_heads, position_bias)
+            if z is None:
+                z = z_chunk.new_empty(q.shape)
+            z[:, :, chunk] = z_chunk
+        return z
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_z):
+        inputs = ctx.saved_tensors  # q, k, v_t, points, rpe_table, attn_bias
+        needed = [i for i, need in enumerate(ctx.needs_input_grad[:6]) if need]
+        grads = [None] * 6
+        for i in needed:  # q's gradient is written chunk by chunk, the others summed
+            grads[i] = (torch.empty_like if i == 0 else torch.zeros_like)(inputs[i])
+        enabled, dtype = ctx.autocast
+        for chunk, query_points in ctx.chunks:
+            chunk_inputs = [t[:, :, chunk] if i in (0, 5) and t is not None else t
+                            for i, t in enumerate(inputs)]
+            leaves = [t.detach().requires_grad_(i in needed) if t is not None else None
+                      for i, t in enumerate(chunk_inputs)]
+            with torch.enable_grad(), torch.autocast(ctx.device_type, dtype, enabled):
+                z_chunk = _attend(*leaves, query_points, ctx.num_heads, ctx.position_bias)
+            chunk_grads = torch.autograd.grad(z_chunk, [leaves[i] for i in needed],
+                                              grad_z[:, :, chunk], allow_unused=True)
+            for i, g in zip(needed, chunk_grads):
+                if g is None:  # the points without a position bias: used for k, v only
+                    continue
+                if i == 0:
+                    grads[0][:, :, chunk] = g
+                elif i == 5:
+                    grads[5][:, :, chunk] += g
+                else:
+                    grads[i] += g
+        return (*grads, None, None, None)
