@@ -245,6 +245,24 @@ class DeformableAttention(BaseModule):
         if isinstance(self.rpe_table, nn.Parameter):
             trunc_normal_(self.rpe_table, std=0.01)
 
+    def offsets(self, q):
+        """theta_offset(q), the raw offsets of the G groups: (B, Hk, Wk, G, 2) (dy, dx).
+
+        The same as ``self.conv_offset`` applied to each group's (B*G, C/G, H, W) map, but
+        computed for all groups at once in channels-last layout (the tokens' own): the
+        depthwise conv with its kernel repeated per group, then LayerNorm, GELU and the 1x1
+        conv over each group's channels, which are the last axis there. On CPU this is about
+        twice as fast (no layout copies; oneDNN's depthwise conv prefers channels-last).
+        """
+        dw, norm, act, pw = self.conv_offset
+        G = self.groups
+        x = F.conv2d(q.contiguous(memory_format=torch.channels_last), dw.weight.repeat(G, 1, 1, 1),
+                     dw.bias.repeat(G), dw.stride, dw.padding, groups=q.shape[1])
+        B, C, Hk, Wk = x.shape
+        x = x.permute(0, 2, 3, 1).reshape(B, Hk, Wk, G, C // G)
+        x = act(F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps))
+        return torch.matmul(x, pw.weight.flatten(1).t())
+
     def deformed_points(self, q):
         """p + delta p of the G groups: (B, G, Hk, Wk, 2), normalised (y, x), >= float32."""
         B, C, H, W = q.shape
@@ -253,11 +271,10 @@ class DeformableAttention(BaseModule):
         p = grid_points(Hk, Wk, q.device, dtype).expand(B, self.groups, Hk, Wk, 2)
         if not self.use_offsets:
             return p
-        offset = self.conv_offset(q.reshape(B * self.groups, C // self.groups, H, W)).to(dtype)
         # delta p <- s tanh(delta p), in units of one key cell's half-extent (2/Hk / 2)
-        scale = offset.new_tensor([1.0 / Hk, 1.0 / Wk]).reshape(1, 2, 1, 1)
-        offset = offset.tanh() * scale * self.offset_range
-        return p + offset.reshape(B, self.groups, 2, Hk, Wk).permute(0, 1, 3, 4, 2)
+        offset = self.offsets(q).to(dtype).tanh() * self.offset_range
+        offset = offset * offset.new_tensor([1.0 / Hk, 1.0 / Wk])
+        return p + offset.permute(0, 3, 1, 2, 4)
 
     def fixed_bias(self, H, W, Hk, Wk):
         """The 'fixed' learnable bias, resized bilinearly when the sizes differ."""
@@ -281,8 +298,9 @@ class DeformableAttention(BaseModule):
             raise ValueError(
                 f'DeformableAttention: input x (shape {tuple(x.shape)}) holds NaN or Inf '
                 'values; the network diverged or its input is corrupt')
+        # the 1x1 projections as linear maps of the tokens; q and x are (B, C, H, W) views
+        q = _pointwise(self.proj_q, x).transpose(1, 2).reshape(B, C, H, W)
         x = x.transpose(1, 2).reshape(B, C, H, W)
-        q = self.proj_q(x)
         points = self.deformed_points(q)
         attn_bias = None
         if self.pos_encoding == 'fixed':
@@ -294,7 +312,7 @@ class DeformableAttention(BaseModule):
             attn_bias=attn_bias)
         if self.pos_encoding == 'dwconv':
             z = z + self.rpe_table(q)
-        return self.proj_out(z).flatten(2).transpose(1, 2)
+        return _pointwise(self.proj_out, z.flatten(2).transpose(1, 2))
 
     def _attention_fn(self, logits_size):
         impl = self.impl
@@ -315,6 +333,11 @@ class DeformableAttention(BaseModule):
         return (f'groups={self.groups}, key_downsample={self.key_downsample}, '
                 f'offset_range={self.offset_range}, pos_encoding={self.pos_encoding!r}, '
                 f'use_offsets={self.use_offsets}')
+
+
+def _pointwise(conv, tokens):
+    """A 1x1 ``conv`` applied to (B, L, C) tokens, as the linear map it is."""
+    return F.linear(tokens, conv.weight.flatten(1), conv.bias)
 
 
 def is_tracing():
