@@ -50,10 +50,11 @@ test_evaluator = val_evaluator
 
 max_epochs = 12
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
+param_scheduler = [  # one warm-up epoch, then cosine
+    dict(type='LinearLR', start_factor=0.01, by_epoch=True, begin=0, end=1,
+         convert_to_iter_based=True),
     # ends at train_cfg.max_epochs (the runner's default), so --epochs rescales it
-    dict(type='CosineAnnealingLR', by_epoch=True, begin=0, eta_min=1e-5),
+    dict(type='CosineAnnealingLR', by_epoch=True, begin=1, eta_min=1e-5),
 ]
 optim_wrapper = dict(optimizer=dict(lr=5e-4))
 auto_scale_lr = dict(enable=False)

@@ -98,18 +98,25 @@ def make_classification(root, num_train=60, num_val=30, size=64, seed=0):
 
 
 def make_detection(root, num_train=8, num_val=4, size=(96, 128), seed=0, max_shapes=3):
-    """COCO-format detection/instance-segmentation data; returns ``root``."""
+    """COCO-format detection/instance-segmentation data; returns ``root``.
+
+    The union of the shapes is written beside, as ``root/masks/<split>/<name>.png`` (255 on
+    the shapes).
+    """
     rng = np.random.default_rng(seed)
     os.makedirs(osp.join(root, 'annotations'), exist_ok=True)
     categories = [dict(id=i + 1, name=c) for i, c in enumerate(CLASSES)]
     for split, n in _splits(num_train, num_val):
         os.makedirs(osp.join(root, split), exist_ok=True)
+        os.makedirs(osp.join(root, 'masks', split), exist_ok=True)
         images, annotations = [], []
         for i in range(n):
             k = int(rng.integers(1, max_shapes + 1))
-            img, _, insts = _draw_scene(rng, size, k, min(size) * 0.12, min(size) * 0.3)
+            img, label, insts = _draw_scene(rng, size, k, min(size) * 0.12, min(size) * 0.3)
             name = f'{split}_{i:05d}.jpg'
             Image.fromarray(img).save(osp.join(root, split, name), quality=95)
+            Image.fromarray(((label > 0) * 255).astype(np.uint8)).save(
+                osp.join(root, 'masks', split, name[:-4] + '.png'))
             images.append(dict(id=i + 1, file_name=name, height=size[0], width=size[1]))
             for inst in insts:
                 x, y, w, h = inst['bbox']
