@@ -251,8 +251,9 @@ class DeformableAttention(BaseModule):
         The same as ``self.conv_offset`` applied to each group's (B*G, C/G, H, W) map, but
         computed for all groups at once in channels-last layout (the tokens' own): the
         depthwise conv with its kernel repeated per group, then LayerNorm, GELU and the 1x1
-        conv over each group's channels, which are the last axis there. On CPU this is about
-        twice as fast (no layout copies; oneDNN's depthwise conv prefers channels-last).
+        conv over each group's channels, which are the last axis there: no layout copies, and
+        oneDNN's depthwise conv is faster channels-last (forward + backward of DAT-T's stage 3
+        at 224, batch 16, on 2 CPU threads: 22.8 ms instead of 29.2 ms).
         """
         dw, norm, act, pw = self.conv_offset
         G = self.groups
