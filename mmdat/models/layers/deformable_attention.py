@@ -275,7 +275,8 @@ class DeformableAttention(BaseModule):
         # delta p <- s tanh(delta p), in units of one key cell's half-extent (2/Hk / 2)
         offset = self.offsets(q).to(dtype).tanh() * self.offset_range
         offset = offset * offset.new_tensor([1.0 / Hk, 1.0 / Wk])
-        return p + offset.permute(0, 3, 1, 2, 4)
+        # contiguous: the (B, G, Nq, Nk, 2) displacements built from it take its layout
+        return (p + offset.permute(0, 3, 1, 2, 4)).contiguous()
 
     def fixed_bias(self, H, W, Hk, Wk):
         """The 'fixed' learnable bias, resized bilinearly when the sizes differ."""
