@@ -157,6 +157,8 @@ def points_on_shapes(task, config, checkpoint, data_root, overrides, num_images=
     def where(points, mask, distance):  # (..., 2) (y, x) input pixels
         yx = np.floor(points.reshape(-1, 2)).astype(int)
         yx = yx[((yx >= 0) & (yx < mask.shape)).all(1)]
+        if len(yx) == 0:  # every point left the image: no share or distance to average
+            return 0.0, np.nan, np.nan
         return (len(yx) / points.reshape(-1, 2).shape[0], mask[yx[:, 0], yx[:, 1]].mean(),
                 distance[yx[:, 0], yx[:, 1]].mean())
 
@@ -172,7 +174,7 @@ def points_on_shapes(task, config, checkpoint, data_root, overrides, num_images=
             found.setdefault(block.name, []).append(
                 where(block.points, mask, distance) + where(block.reference, mask, distance))
     keys = ('on_image', 'on_shapes', 'distance')
-    return {name: {kind: dict(zip(keys, np.mean(v, 0)[i:i + 3].round(3).tolist()))
+    return {name: {kind: dict(zip(keys, np.nanmean(v, 0)[i:i + 3].round(3).tolist()))
                    for i, kind in ((0, 'deformed'), (3, 'reference'))}
             for name, v in found.items()}
 
