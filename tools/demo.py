@@ -143,7 +143,11 @@ def shape_mask(task, data_root, image):
     return np.asarray(Image.open(osp.join(data_root, 'masks', stem + '.png'))) > 0
 
 
-def points_on_shapes(task, config, checkpoint, data_root, overrides, num_images=100):
+#: held-out images over which :func:`points_on_shapes` measures where the points land
+POINT_IMAGES = 100
+
+
+def points_on_shapes(task, config, checkpoint, data_root, overrides, num_images=POINT_IMAGES):
     """Where the deformable blocks sample, over held-out images. Per block, for its deformed
     points and for its reference grid points: the share that stays on the image (points off
     it sample zeros), the share of those that lands on a shape, and their mean distance (input
@@ -243,8 +247,8 @@ def main(argv=None):
           f'deformed points: {picture}\n'
           f'checkpoint: {checkpoint}\n'
           f'time: {result["minutes"]} min')
-    print(f'where the deformable blocks sample, over {min(100, sizes["num_val"])} held-out '
-          'images (points on the image: share on the shapes, mean distance to a shape):')
+    print(f'where the deformable blocks sample, over {min(POINT_IMAGES, sizes["num_val"])} '
+          'held-out images (points on the image: share on the shapes, mean distance to a shape):')
     for name, (d, r) in ((n, (v['deformed'], v['reference'])) for n, v in focus.items()):
         print(f'  block {name}: deformed points {100 * d["on_shapes"]:.1f} %, '
               f'{d["distance"]:.1f} px ({100 * d["on_image"]:.0f} % on the image); '

@@ -78,9 +78,10 @@ def deformable_position_bias(table, query_points, key_points):
     M = table.shape[0]
     # R = (q - k) / 2: continuous relative displacements, normalised to [-1, 1], in (x, y)
     # order. The points are flipped and halved, not the (B, G, Nq, Nk, 2) displacements
-    # (q / 2 - k / 2 is (q - k) / 2 exactly: halving a float is exact).
+    # (q / 2 - k / 2 is (q - k) / 2 exactly: halving a float is exact); the small key tensor
+    # is made contiguous, since R takes its layout and a permuted R would be copied whole.
     R = (query_points.flip(-1)[None, None, :, None, :] * 0.5
-         - key_points.flip(-1)[:, :, None] * 0.5)
+         - key_points.flip(-1).contiguous()[:, :, None] * 0.5)
     tables = table.reshape(1, G, M // G, *table.shape[1:]).expand(B, -1, -1, -1, -1)
     bias = sample(tables.reshape(B * G, M // G, *table.shape[1:]), R.reshape(B * G, -1, Nk, 2),
                   xy=True)
@@ -275,8 +276,7 @@ class DeformableAttention(BaseModule):
         # delta p <- s tanh(delta p), in units of one key cell's half-extent (2/Hk / 2)
         offset = self.offsets(q).to(dtype).tanh() * self.offset_range
         offset = offset * offset.new_tensor([1.0 / Hk, 1.0 / Wk])
-        # contiguous: the (B, G, Nq, Nk, 2) displacements built from it take its layout
-        return (p + offset.permute(0, 3, 1, 2, 4)).contiguous()
+        return p + offset.permute(0, 3, 1, 2, 4)
 
     def fixed_bias(self, H, W, Hk, Wk):
         """The 'fixed' learnable bias, resized bilinearly when the sizes differ."""

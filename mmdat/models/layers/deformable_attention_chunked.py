@@ -8,8 +8,10 @@ the backward pass recomputes one chunk at a time and adds its gradients into buf
 once, so at most one chunk's (B, M, n, Nk) tensors are alive at a time.
 
 Per chunk, the bias is the reference path's :func:`deformable_position_bias` (one
-``F.grid_sample`` of the table) for the chunk's queries, and ``q k^T / sqrt(d)`` is added to
-it in place: the reference path's numerics up to float rounding.
+``F.grid_sample`` of the table) for the chunk's queries. The forward pass feeds it as the mask
+of one ``scaled_dot_product_attention``; the backward pass adds it in place onto
+``q k^T / sqrt(d)`` and takes the softmax explicitly: the reference path's numerics up to float
+rounding.
 
 Chunks are sized for the C allocator as much as for the bound on memory: a tensor above
 32 MiB is a fresh ``mmap`` every time, and its page faults cost more than the matrix products
