@@ -5,6 +5,8 @@
         [--cfg-options k=v ...] [--other-cfg-options k=v ...] [--profile ROWS]
     python tools/benchmark.py --block deformable [--shape H W] [--batch N] [--r R]
         [--iters N] [--warmup N] [--chunk-size N]
+    python tools/benchmark.py --block neighborhood [--shape H W] [--batch N] [--iters N]
+        [--warmup N] [--chunk-size N] [--with-reference]
 
 What is timed, on random inputs (already normalised: no data loading or preprocessing):
 
@@ -35,6 +37,12 @@ Peak memory, measured for one step after the timed ones:
 stage-3 tokens of an ``--shape`` (H W) image, forward + backward, with the straightforward
 (``impl='reference'``) and the memory-lean (``impl='chunked'``) attention; also checks that
 both give the same output and input gradient.
+
+``--block neighborhood``: DAT++'s neighbourhood attention (``NeighborhoodAttention``, kernel 7)
+on the stage-1 tokens of an ``--shape`` image (DAT-T++: 64 channels, 2 heads), forward +
+backward, against mmpretrain's ``WindowMSA`` (window 7, explicit matmuls) on the same tokens
+padded to whole windows and partitioned beforehand (the partitioning is not timed); the steps
+alternate.
 """
 import argparse
 import contextlib
@@ -286,6 +294,65 @@ def benchmark_block(args):
     return results
 
 
+def benchmark_neighborhood_block(args):
+    """DAT++'s neighbourhood attention vs mmpretrain's WindowMSA (window 7) on the same tokens:
+    a DAT-T++ stage-1 map (64 channels, 2 heads) of an ``--shape`` image."""
+    from mmpretrain.models.utils.attention import WindowMSA
+
+    from mmdat.models.layers.neighborhood_attention import NeighborhoodAttention
+    H, W = args.shape or (800, 1333)
+    hw = (-(-H // 4), -(-W // 4))
+    C, M, w = 64, 2, 7
+    torch.manual_seed(0)
+    na = NeighborhoodAttention(C, M).to(args.device)
+    na.init_weights()
+    if args.chunk_size:
+        na.chunk_size = args.chunk_size
+    wmsa = WindowMSA(C, (w, w), M).to(args.device)
+    x0 = torch.randn(args.batch, hw[0] * hw[1], C, device=args.device)
+    # WindowMSA's input: the same tokens, padded to whole windows and partitioned (done once,
+    # outside the timing: WindowMSA alone is timed)
+    Hp, Wp = -(-hw[0] // w) * w, -(-hw[1] // w) * w
+    xw = torch.nn.functional.pad(x0.reshape(args.batch, *hw, C),
+                                 (0, 0, 0, Wp - hw[1], 0, Hp - hw[0]))
+    xw = xw.reshape(args.batch, Hp // w, w, Wp // w, w, C).permute(0, 1, 3, 2, 4, 5)
+    xw = xw.reshape(-1, w * w, C).contiguous()
+    print(f'device: {args.device}'
+          + (f' ({torch.get_num_threads()} threads)' if args.device == 'cpu' else '')
+          + f'; {H}x{W} image -> stage-1 map {hw[0]}x{hw[1]} = {hw[0] * hw[1]} tokens, {C} '
+          f'channels, {M} heads, batch {args.batch}; forward+backward, {args.iters} timed '
+          f'after {args.warmup} warm-up, alternated; memory: {PeakMemory(args.device).method}')
+
+    def step(module, x, *extra):
+        def run():
+            xi = x.clone().requires_grad_()
+            module(xi, *extra).float().pow(2).mean().backward()
+            module.zero_grad(set_to_none=True)
+        return run
+
+    steps = {f'neighborhood ({na.impl})': step(na, x0, hw),
+             'WindowMSA (mmpretrain)': step(wmsa, xw)}
+    if args.with_reference:
+        def reference():
+            na.impl = 'reference'
+            try:
+                step(na, x0, hw)()
+            finally:
+                na.impl = 'auto'
+        steps['neighborhood (reference)'] = reference
+    mems = {name: peak(fn, args.device) for name, fn in steps.items()}
+    seconds = time_alternately(list(steps.values()), args.iters, args.warmup, args.device)
+    results = {}
+    for (name, mem), s in zip(mems.items(), seconds):
+        results[name] = dict(seconds=s / args.iters, peak_bytes=mem)
+        print(f'{name:<28} {1000 * s / args.iters:10.1f} ms/iter   '
+              f'peak memory {mem / 2**20:9.1f} MiB')
+    a, b = results[f'neighborhood ({na.impl})'], results['WindowMSA (mmpretrain)']
+    print(f'neighborhood / WindowMSA: time {a["seconds"] / b["seconds"]:.3f}, peak memory '
+          f'{a["peak_bytes"] / max(b["peak_bytes"], 1):.3f}')
+    return results
+
+
 def parse_args(argv=None):
     from mmengine.config import DictAction
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
@@ -310,12 +377,15 @@ def parse_args(argv=None):
                         help='override settings of CONFIG')
     parser.add_argument('--other-cfg-options', nargs='+', action=DictAction,
                         help='override settings of --other')
-    parser.add_argument('--block', choices=['deformable'],
-                        help='micro-benchmark one DAT-T stage-3 block instead of a config')
+    parser.add_argument('--block', choices=['deformable', 'neighborhood'],
+                        help='micro-benchmark one DAT-T stage-3 deformable block, or DAT++\'s '
+                        'neighbourhood attention against WindowMSA, instead of a config')
     parser.add_argument('--r', type=int, default=1, help='--block: key downsampling r')
     parser.add_argument('--impls', nargs='+', default=['reference', 'chunked'],
                         choices=['reference', 'chunked', 'auto'],
-                        help='--block: DeformableAttention.impl values to compare')
+                        help='--block deformable: DeformableAttention.impl values to compare')
+    parser.add_argument('--with-reference', action='store_true',
+                        help='--block neighborhood: also time the definition (K*K key copies)')
     parser.add_argument('--chunk-size', type=int,
                         help="--block: the chunked path's bound on one chunk's logits "
                         '(elements; default: DeformableAttention.chunk_size)')
@@ -330,6 +400,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     import mmdat  # noqa: F401
+    if args.block == 'neighborhood':
+        return benchmark_neighborhood_block(args)
     if args.block:
         return benchmark_block(args)
     return benchmark_models(args)

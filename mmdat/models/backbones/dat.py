@@ -1,10 +1,14 @@
-"""DAT: Vision Transformer with Deformable Attention (Xia et al., CVPR 2022).
+"""DAT: Vision Transformer with Deformable Attention (Xia et al., CVPR 2022), and DAT++.
 
-A four-stage pyramid (strides 4/8/16/32). Every stage stacks pairs of blocks
+A four-stage pyramid (strides 4/8/16/32). In DAT every stage stacks pairs of blocks
 ``(local window attention, X)`` where X is shift-window attention in stages 1-2 and
 deformable attention in stages 3-4 (Table 1); ``stage_types`` picks X per stage for the
-ablations (Tables 6-8). Parameter names follow mmpretrain's Swin where the modules are the
-same; ``tools/model_converters/dat_to_mmdat.py`` maps the authors' checkpoints onto them.
+ablations (Tables 6-8). DAT++ (Xia et al., arXiv 2309.01430) is the same family with other
+parts (:data:`FAMILIES`): a convolutional stem and downsampling, neighbourhood attention
+instead of window attention, deformable attention in every stage, a local perception unit
+before every block and a convolutional FFN. Parameter names follow mmpretrain's Swin where the
+modules are the same; ``tools/model_converters/dat_to_mmdat.py`` maps the authors'
+checkpoints onto them.
 """
 import copy
 import numbers
@@ -24,35 +28,94 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...registry import register_model
 from ..layers.ddetr_attention import DeformableDETRAttention
-from ..layers.deformable_attention import (POS_ENCODINGS, DeformableAttention, is_tracing,
-                                           resize_fixed_bias, resize_rpe_table)
+from ..layers.deformable_attention import (POS_ENCODINGS, DeformableAttention, LayerNorm2d,
+                                           is_tracing, resize_fixed_bias, resize_rpe_table)
+from ..layers.neighborhood_attention import NeighborhoodAttention
 from ..layers.spatial_reduction_attention import SpatialReductionAttention
 from ..layers.window_attention import WindowMSA, resize_window_bias_table, window_attention
 
-#: the attention of a stage (``stage_types``), see :class:`DATStage`
-STAGE_TYPES = ('swin', 'deformable', 'pvt', 'ddetr')
+#: The attention of each block, by letter, in a stage's layout (see :class:`DATStage`):
+#: L local window, S shifted window, D deformable, N neighbourhood, P PVT's spatial-reduction,
+#: X Deformable DETR's.
+ATTENTIONS = 'LSDNPX'
+#: Named stage layouts of DAT's ``stage_types`` (the paper's and the ablations'); any string of
+#: :data:`ATTENTIONS` letters is a layout too, e.g. DAT++'s ``'ND'`` and ``'DD'``.
+STAGE_TYPES = {'swin': 'LS', 'deformable': 'LD', 'pvt': 'P', 'ddetr': 'LX'}
+
+
+def dwconv_tokens(conv, x, hw_shape):
+    """A (depthwise) conv over (B, L, C) tokens of an ``hw_shape`` map -> (B, L, C'), run in
+    channels-last layout (the tokens' own: no copies)."""
+    B, L, C = x.shape
+    y = conv(x.transpose(1, 2).reshape(B, C, *hw_shape))
+    return y.flatten(2).transpose(1, 2)
+
+
+class ConvFFN(BaseModule):
+    """DAT++'s FFN on tokens: Linear(C, F), a depthwise 3x3 conv added on (its own
+    shortcut), GELU, Linear(F, C). The conv gives every token its neighbours' features."""
+
+    def __init__(self, embed_dims, feedforward_channels, init_cfg=None):
+        super().__init__(init_cfg)
+        self.fc1 = nn.Linear(embed_dims, feedforward_channels)
+        self.dwconv = nn.Conv2d(feedforward_channels, feedforward_channels, 3, 1, 1,
+                                groups=feedforward_channels)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(feedforward_channels, embed_dims)
+
+    def forward(self, x, hw_shape):
+        h = self.fc1(x)
+        h = h + dwconv_tokens(self.dwconv, h, hw_shape)
+        return self.fc2(self.act(h))
+
+
+class ConvStem(BaseModule):
+    """DAT++'s stem: 3x3 stride-2 conv to C/2 -> LN -> GELU -> 3x3 stride-2 conv -> LN
+    (convs with biases); (B, 3, H, W) -> (B, L, C) tokens of a ceil(H/4) x ceil(W/4) map."""
+
+    def __init__(self, in_channels, embed_dims, init_cfg=None):
+        super().__init__(init_cfg)
+        self.projection = nn.Sequential(
+            nn.Conv2d(in_channels, embed_dims // 2, 3, 2, 1), LayerNorm2d(embed_dims // 2),
+            nn.GELU(), nn.Conv2d(embed_dims // 2, embed_dims, 3, 2, 1), LayerNorm2d(embed_dims))
+
+    def forward(self, x):
+        x = self.projection(x)
+        return x.flatten(2).transpose(1, 2), tuple(x.shape[2:])
 
 
 class DATBlock(BaseModule):
-    """Pre-norm Transformer block: x + DropPath(Attn(LN(x))), then x + DropPath(MLP(LN(x)))."""
+    """Pre-norm Transformer block: x + DropPath(Attn(LN(x))), then x + DropPath(FFN(LN(x))).
 
-    def __init__(self, embed_dims, attn, ffn_ratio=4., drop_path=0., with_cp=False,
-                 init_cfg=None):
+    ``ffn``: ``'mlp'`` (Linear-GELU-Linear) or ``'conv'`` (:class:`ConvFFN`, DAT++); ``lpu``:
+    first add a depthwise 3x3 conv of x (DAT++'s local perception unit, no drop path).
+    """
+
+    def __init__(self, embed_dims, attn, ffn_ratio=4., drop_path=0., with_cp=False, ffn='mlp',
+                 lpu=False, init_cfg=None):
         super().__init__(init_cfg)
         self.with_cp = with_cp
+        self.lpu = nn.Conv2d(embed_dims, embed_dims, 3, 1, 1, groups=embed_dims) if lpu else None
         self.norm1 = build_norm_layer(dict(type='LN'), embed_dims)[1]
         self.attn = attn
         self.norm2 = build_norm_layer(dict(type='LN'), embed_dims)[1]
-        self.ffn = FFN(
-            embed_dims=embed_dims, feedforward_channels=int(embed_dims * ffn_ratio),
-            num_fcs=2, ffn_drop=0., act_cfg=dict(type='GELU'), add_identity=True,
-            dropout_layer=dict(type='DropPath', drop_prob=drop_path))
+        if ffn == 'conv':
+            self.ffn = ConvFFN(embed_dims, int(embed_dims * ffn_ratio))
+        else:
+            self.ffn = FFN(
+                embed_dims=embed_dims, feedforward_channels=int(embed_dims * ffn_ratio),
+                num_fcs=2, ffn_drop=0., act_cfg=dict(type='GELU'), add_identity=True,
+                dropout_layer=dict(type='DropPath', drop_prob=drop_path))
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x, hw_shape):
 
         def _inner_forward(x):
+            if self.lpu is not None:
+                x = x + dwconv_tokens(self.lpu, x, hw_shape)
             x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
+            if isinstance(self.ffn, ConvFFN):
+                return x + self.drop_path(self.ffn(self.norm2(x), hw_shape))
             return self.ffn(self.norm2(x), identity=x)
 
         if self.with_cp and x.requires_grad:
@@ -63,19 +126,22 @@ class DATBlock(BaseModule):
 class DATStage(BaseModule):
     """One stage: an optional 2x downsampling conv, then ``depth`` blocks.
 
-    ``'swin'``, ``'deformable'`` and ``'ddetr'`` stages alternate local window attention
-    (even indices) and the stage's second attention (odd indices): shift-window, DAT's
-    deformable attention (``deform_cfg``) or Deformable DETR's attention (``ddetr_cfg``,
-    Table 8). ``'pvt'`` stages use PVT's spatial-reduction attention (``sra_cfg``) in every
-    block, without window blocks, as PVT does (Table 6, row "P").
+    ``layout`` is a string of :data:`ATTENTIONS` letters, the attention of each block in turn
+    (repeated over the depth): DAT's ``'LS'`` and ``'LD'`` alternate local window attention
+    with shift-window or deformable attention (``deform_cfg``), ``'LX'`` with Deformable
+    DETR's (``ddetr_cfg``, Table 8), ``'P'`` is PVT's spatial-reduction attention
+    (``sra_cfg``) in every block (Table 6, row "P"); DAT++'s ``'ND'`` alternates neighbourhood
+    attention (``na_cfg``) with deformable attention, ``'DD'`` is deformable only.
+    ``block_cfg`` (``ffn``, ``lpu``) is passed to every :class:`DATBlock`.
     """
 
-    def __init__(self, in_channels, embed_dims, depth, num_heads, stage_type, window_size,
+    def __init__(self, in_channels, embed_dims, depth, num_heads, layout, window_size,
                  drop_paths, downsample=False, conv_stem=False, with_cp=False,
-                 deform_cfg=None, sra_cfg=None, ddetr_cfg=None, init_cfg=None):
+                 deform_cfg=None, sra_cfg=None, ddetr_cfg=None, na_cfg=None, block_cfg=None,
+                 init_cfg=None):
         super().__init__(init_cfg)
         if downsample:
-            # non-overlapping 2x2 conv (Appendix B: overlapping 3x3) without bias -> LN
+            # non-overlapping 2x2 conv (Appendix B, DAT++: overlapping 3x3) without bias -> LN
             k, p = (3, 1) if conv_stem else (2, 0)
             self.downsample = PatchEmbed(
                 in_channels=in_channels, embed_dims=embed_dims, kernel_size=k, stride=2,
@@ -83,20 +149,20 @@ class DATStage(BaseModule):
         else:
             self.downsample = None
 
-        blocks = []
-        for i in range(depth):
-            if stage_type == 'pvt':
-                attn = SpatialReductionAttention(embed_dims, num_heads, **sra_cfg)
-            elif i % 2 == 0:
-                attn = window_attention(embed_dims, num_heads, window_size, shifted=False)
-            elif stage_type == 'swin':
-                attn = window_attention(embed_dims, num_heads, window_size, shifted=True)
-            elif stage_type == 'deformable':
-                attn = DeformableAttention(embed_dims, num_heads, **deform_cfg)
-            else:
-                attn = DeformableDETRAttention(embed_dims, num_heads, **ddetr_cfg)
-            blocks.append(DATBlock(embed_dims, attn, drop_path=drop_paths[i], with_cp=with_cp))
-        self.blocks = ModuleList(blocks)
+        def attention(letter):
+            if letter in 'LS':
+                return window_attention(embed_dims, num_heads, window_size, shifted=letter == 'S')
+            if letter == 'D':
+                return DeformableAttention(embed_dims, num_heads, **deform_cfg)
+            if letter == 'N':
+                return NeighborhoodAttention(embed_dims, num_heads, **na_cfg)
+            if letter == 'P':
+                return SpatialReductionAttention(embed_dims, num_heads, **sra_cfg)
+            return DeformableDETRAttention(embed_dims, num_heads, **ddetr_cfg)
+
+        self.blocks = ModuleList([
+            DATBlock(embed_dims, attention(layout[i % len(layout)]), drop_path=drop_paths[i],
+                     with_cp=with_cp, **(block_cfg or {})) for i in range(depth)])
 
     def forward(self, x, hw_shape):
         if self.downsample is not None:
@@ -107,31 +173,62 @@ class DATStage(BaseModule):
         return x, hw_shape
 
 
+#: What distinguishes DAT and DAT++ beyond their sizes. An arch of the zoo names its family; a
+#: custom arch dict may name one (``family``, default ``'dat'``) and override any of these keys.
+#: ``None`` constructor arguments of :class:`DAT` take their value from here.
+FAMILIES = {
+    'dat': dict(
+        stage_types=('swin', 'swin', 'deformable', 'deformable'),
+        key_downsample=(4, 2, 1, 1), offset_range=2.0, offset_kernels=(9, 7, 5, 3),
+        conv_stem=False,  # True: Appendix B's 7x7 stride-4 stem and 3x3 downsampling
+        conv_stem_type='7x7', offset_padding='half', reference_grid='centers',
+        query_grid='centers', ffn='mlp', lpu=False),
+    'dat++': dict(
+        stage_types=('ND', 'ND', 'ND', 'DD'),
+        key_downsample=(8, 4, 2, 1), offset_range=-1.0, offset_kernels=(9, 7, 5, 3),
+        conv_stem=True,  # two 3x3 stride-2 convs (False: a 4x4 stride-4 patch conv)
+        conv_stem_type='3x3', offset_padding='dat++', reference_grid='shifted',
+        query_grid='corners', ffn='conv', lpu=True),
+}
+
+
 @register_model()
 class DAT(BaseModule):
-    """Deformable Attention Transformer backbone.
+    """Deformable Attention Transformer backbone: DAT and DAT++.
 
     Args:
-        arch (str | dict): ``'tiny'``/``'small'``/``'base'`` (or ``'t'``/``'s'``/``'b'``) from
-            Table 1, ``'nano'`` (``'n'``; not in the paper, a small model for CPU demos), or a
-            dict with keys ``embed_dims``, ``depths``, ``num_heads``, ``groups`` (4 entries each;
-            ``depths`` counts single blocks, two per (local, X) pair).
+        arch (str | dict): DAT (Table 1): ``'tiny'``/``'small'``/``'base'`` (or
+            ``'t'``/``'s'``/``'b'``); DAT++: ``'tiny++'``/``'small++'``/``'base++'`` (or
+            ``'t++'``/``'s++'``/``'b++'``); ``'nano'``/``'nano++'`` (``'n'``/``'n++'``; not in
+            the papers, small models for CPU demos and tests); or a dict with keys
+            ``embed_dims``, ``depths``, ``num_heads``, ``groups`` (4 entries each; ``depths``
+            counts single blocks), optionally ``family`` (``'dat'`` or ``'dat++'``) and any key
+            of :data:`FAMILIES` to override (e.g. ``ffn='mlp', lpu=False`` for DAT++ without
+            ConvFFN and local perception units).
         img_size (int | tuple): pretraining image size. It sizes the deformable position
             tables (feature size at the stage, e.g. 14x14 in stage 3 at 224); inputs of any
             size work.
         in_channels (int): input channels. Defaults to 3.
         window_size (int): window of the local and shift-window attention (7; 12 at 384).
-        stage_types (Sequence[str]): per stage, the second block of each pair: ``'swin'``
-            (shift-window), ``'deformable'`` or ``'ddetr'`` (Deformable DETR's attention,
-            Table 8); or ``'pvt'``: PVT's spatial-reduction attention in every block of the
-            stage (Table 6, row "P"). Defaults to the paper's
-            ``('swin', 'swin', 'deformable', 'deformable')``.
-        key_downsample (int | Sequence[int]): r of the deformable blocks, per stage or for all.
-            The released ImageNet models use r = 1 in stages 3-4. The default (4, 2, 1, 1)
-            gives every stage a 14x14 key grid at 224, which reproduces the FLOPs of Table 7's
-            variants with deformable stages 1-2. Dense configs choose larger r (README).
-        offset_range (float | Sequence[float]): s, the offset range factor (2 in the paper).
-        offset_kernels (Sequence[int]): k of the offset network's depthwise conv per stage.
+        neighborhood_kernel (int): kernel of the neighbourhood attention (DAT++: 7).
+        stage_types (Sequence[str], optional): per stage, the layout of its blocks: a named
+            layout of :data:`STAGE_TYPES` (DAT): ``'swin'`` (local window and shift-window
+            attention in turn), ``'deformable'`` (local window and deformable),
+            ``'ddetr'`` (local window and Deformable DETR's attention, Table 8) or ``'pvt'``
+            (PVT's spatial-reduction attention in every block, Table 6, row "P"); or a string of
+            :data:`ATTENTIONS` letters, repeated over the stage, e.g. DAT++'s ``'ND'``
+            (neighbourhood and deformable) and ``'DD'``. Default: the family's, DAT's
+            ``('swin', 'swin', 'deformable', 'deformable')``, DAT++'s
+            ``('ND', 'ND', 'ND', 'DD')``.
+        key_downsample (int | Sequence[int], optional): r of the deformable blocks, per stage
+            or for all. DAT's released ImageNet models use r = 1 in stages 3-4; mmdat's DAT
+            default (4, 2, 1, 1) gives every stage a 14x14 key grid at 224, which reproduces the
+            FLOPs of Table 7's variants with deformable stages 1-2. Dense configs choose larger
+            r (README). DAT++: (8, 4, 2, 1).
+        offset_range (float | Sequence[float], optional): s, the offset range factor (DAT:
+            2). Negative (DAT++: -1): unbounded offsets, the points clamped to the map.
+        offset_kernels (Sequence[int], optional): k of the offset network's depthwise conv
+            per stage (both families: 9, 7, 5, 3).
         pos_encoding (str): position encoding of the deformable blocks: ``'relative'``,
             ``'none'``, ``'fixed'`` or ``'dwconv'`` (Table 6).
         use_offsets (bool): sample keys at deformed points (True) or on the reference grid.
@@ -141,7 +238,9 @@ class DAT(BaseModule):
             of the ``'ddetr'`` stages: a number, or ``'same'`` for as many as the keys of
             DAT's deformable attention in that stage at ``img_size`` (``Hk0 * Wk0``: 196 in
             stage 3 and 49 in stage 4 at 224). Defaults to 16.
-        conv_stem (bool): overlapping conv patch embedding and downsampling (Appendix B).
+        conv_stem (bool, optional): overlapping conv stem and 3x3 downsampling: DAT's
+            Appendix B variant (7x7 stride-4 stem) or DAT++'s (two 3x3 stride-2 convs, its
+            default); False: a 4x4 patch stem and 2x2 downsampling (DAT's default).
         drop_path_rate (float): stochastic depth, rising linearly over all blocks.
         out_indices (Sequence[int]): stages whose (LayerNorm-ed) maps are returned.
         frozen_stages (int): stages ``0..frozen_stages`` (and the stem) are frozen; -1: none.
@@ -165,6 +264,20 @@ class DAT(BaseModule):
         **dict.fromkeys(['n', 'nano'], {
             'embed_dims': [32, 64, 128, 256], 'depths': [2, 2, 2, 2],
             'num_heads': [1, 2, 4, 8], 'groups': [1, 1, 2, 4]}),
+        # DAT++ (the authors' released configs, dat_{tiny,small,base}.yaml)
+        **dict.fromkeys(['t++', 'tiny++'], {
+            'family': 'dat++', 'embed_dims': [64, 128, 256, 512], 'depths': [2, 4, 18, 2],
+            'num_heads': [2, 4, 8, 16], 'groups': [1, 2, 4, 8]}),
+        **dict.fromkeys(['s++', 'small++'], {
+            'family': 'dat++', 'embed_dims': [96, 192, 384, 768], 'depths': [2, 4, 18, 2],
+            'num_heads': [3, 6, 12, 24], 'groups': [1, 2, 3, 6]}),
+        **dict.fromkeys(['b++', 'base++'], {
+            'family': 'dat++', 'embed_dims': [128, 256, 512, 1024], 'depths': [2, 4, 18, 2],
+            'num_heads': [4, 8, 16, 32], 'groups': [2, 4, 8, 16]}),
+        # not in the paper: a small DAT++ for CPU demos and tests
+        **dict.fromkeys(['n++', 'nano++'], {
+            'family': 'dat++', 'embed_dims': [32, 64, 128, 256], 'depths': [2, 2, 2, 2],
+            'num_heads': [1, 2, 4, 8], 'groups': [1, 1, 2, 4]}),
     }
     num_stages = 4
     min_input_size = 32  # total stride: the last stage needs at least one token
@@ -176,15 +289,16 @@ class DAT(BaseModule):
                  img_size=224,
                  in_channels=3,
                  window_size=7,
-                 stage_types=('swin', 'swin', 'deformable', 'deformable'),
-                 key_downsample=(4, 2, 1, 1),
-                 offset_range=2.0,
-                 offset_kernels=(9, 7, 5, 3),
+                 neighborhood_kernel=7,
+                 stage_types=None,
+                 key_downsample=None,
+                 offset_range=None,
+                 offset_kernels=None,
                  pos_encoding='relative',
                  use_offsets=True,
                  sr_ratios=(8, 4, 2, 1),
                  ddetr_points=16,
-                 conv_stem=False,
+                 conv_stem=None,
                  drop_path_rate=0.2,
                  out_indices=(3, ),
                  frozen_stages=-1,
@@ -197,6 +311,12 @@ class DAT(BaseModule):
         depths = self.arch_settings['depths']
         heads = self.arch_settings['num_heads']
         groups = self.arch_settings['groups']
+        family = self.arch_settings['family_settings']
+        stage_types = family['stage_types'] if stage_types is None else stage_types
+        key_downsample = family['key_downsample'] if key_downsample is None else key_downsample
+        offset_range = family['offset_range'] if offset_range is None else offset_range
+        offset_kernels = family['offset_kernels'] if offset_kernels is None else offset_kernels
+        conv_stem = family['conv_stem'] if conv_stem is None else conv_stem
 
         if not _is_int(in_channels) or in_channels < 1:
             raise ValueError(f'DAT: in_channels must be a positive int, got {in_channels!r}')
@@ -208,11 +328,20 @@ class DAT(BaseModule):
                              f'{self.min_input_size}, got {img_size!r}')
         if not _is_int(window_size) or window_size < 2:
             raise ValueError(f'DAT: window_size must be an int >= 2, got {window_size!r}')
+        if not _is_int(neighborhood_kernel) or neighborhood_kernel < 1 or \
+                neighborhood_kernel % 2 == 0:
+            raise ValueError(f'DAT: neighborhood_kernel must be an odd int >= 1, '
+                             f'got {neighborhood_kernel!r}')
         stage_types = self._per_stage(stage_types, 'stage_types')
+        layouts = []
         for t in stage_types:
-            if t not in STAGE_TYPES:
-                raise ValueError(f'DAT: stage_types entries must be one of {STAGE_TYPES}, '
-                                 f'got {t!r}')
+            layout = STAGE_TYPES.get(t, t)
+            if not isinstance(layout, str) or not layout or any(c not in ATTENTIONS
+                                                                for c in layout):
+                raise ValueError(f'DAT: stage_types entries must be one of '
+                                 f'{tuple(STAGE_TYPES)} or a layout of the letters '
+                                 f'{ATTENTIONS!r} (e.g. \'ND\'), got {t!r}')
+            layouts.append(layout)
         if pos_encoding not in POS_ENCODINGS:
             raise ValueError(f'DAT: pos_encoding must be one of {POS_ENCODINGS}, '
                              f'got {pos_encoding!r}')
@@ -226,9 +355,12 @@ class DAT(BaseModule):
         if not all(_is_int(k) and k >= 1 and k % 2 == 1 for k in offset_kernels):
             raise ValueError(f'DAT: offset_kernels entries must be odd ints >= 1 (the offset '
                              f'network keeps the key grid size), got {offset_kernels!r}')
-        if not all(_is_number(s) and s >= 0 for s in offset_range):
-            raise ValueError(f'DAT: offset_range (s) entries must be numbers >= 0, '
-                             f'got {offset_range!r}')
+        unbounded = family['reference_grid'] == 'shifted'
+        if not all(_is_number(s) and (s < 0 if unbounded else s >= 0) for s in offset_range):
+            raise ValueError(
+                f'DAT: offset_range (s) entries must be numbers '
+                f'{"< 0 (unbounded offsets, DAT++)" if unbounded else ">= 0"}, '
+                f'got {offset_range!r}')
         ddetr_points = self._per_stage(ddetr_points, 'ddetr_points')
         for p in ddetr_points:
             if p != 'same' and not (isinstance(p, int) and p >= 1):
@@ -262,30 +394,39 @@ class DAT(BaseModule):
         self.norm_eval = norm_eval
         self.with_cp = with_cp
 
-        # stem: 4x4 stride-4 conv (Appendix B: 7x7 stride 4, padding 3) -> LN
-        self.patch_embed = PatchEmbed(
-            in_channels=in_channels, embed_dims=dims[0], kernel_size=7 if conv_stem else 4,
-            stride=4, padding=3 if conv_stem else 'corner', norm_cfg=dict(type='LN'))
+        if conv_stem and family['conv_stem_type'] == '3x3':
+            self.patch_embed = ConvStem(in_channels, dims[0])
+        else:
+            # 4x4 stride-4 conv (Appendix B: 7x7 stride 4, padding 3) -> LN
+            self.patch_embed = PatchEmbed(
+                in_channels=in_channels, embed_dims=dims[0], kernel_size=7 if conv_stem else 4,
+                stride=4, padding=3 if conv_stem else 'corner', norm_cfg=dict(type='LN'))
 
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         self.stages = ModuleList()
         for i in range(self.num_stages):
             feat_size = tuple(s // (4 * 2**i) for s in self.img_size)
+            k, r = offset_kernels[i], key_downsample[i]
             deform_cfg = dict(
-                groups=groups[i], feat_size=feat_size, key_downsample=key_downsample[i],
-                offset_range=offset_range[i], offset_kernel=offset_kernels[i],
-                pos_encoding=pos_encoding, use_offsets=use_offsets)
+                groups=groups[i], feat_size=feat_size, key_downsample=r,
+                offset_range=offset_range[i], offset_kernel=k, pos_encoding=pos_encoding,
+                use_offsets=use_offsets, reference_grid=family['reference_grid'],
+                query_grid=family['query_grid'],
+                # DAT++: no padding where the kernel equals the stride (never in its zoo)
+                offset_padding=0 if family['offset_padding'] == 'dat++' and k == r else None)
             num_points = ddetr_points[i]
             if num_points == 'same':  # DAT's key count Hk0 * Wk0 at the pretraining size
-                Hk0, Wk0 = ((s - 1) // key_downsample[i] + 1 for s in feat_size)
+                Hk0, Wk0 = ((s - 1) // r + 1 for s in feat_size)
                 num_points = Hk0 * Wk0
             self.stages.append(DATStage(
                 in_channels=dims[i - 1] if i > 0 else dims[0], embed_dims=dims[i],
-                depth=depths[i], num_heads=heads[i], stage_type=stage_types[i],
+                depth=depths[i], num_heads=heads[i], layout=layouts[i],
                 window_size=window_size, drop_paths=dpr[sum(depths[:i]):sum(depths[:i + 1])],
                 downsample=i > 0, conv_stem=conv_stem, with_cp=with_cp,
                 deform_cfg=deform_cfg, sra_cfg=dict(sr_ratio=sr_ratios[i]),
-                ddetr_cfg=dict(num_points=num_points)))
+                ddetr_cfg=dict(num_points=num_points),
+                na_cfg=dict(kernel_size=neighborhood_kernel),
+                block_cfg=dict(ffn=family['ffn'], lpu=family['lpu'])))
 
         self.num_features = dims
         for i in self.out_indices:
@@ -295,18 +436,32 @@ class DAT(BaseModule):
 
     # ------------------------------------------------------------------ construction helpers
     def _parse_arch(self, arch):
+        """The arch's sizes, and its family's settings (with its overrides) under
+        ``'family_settings'``."""
         if isinstance(arch, str):
             key = arch.lower()
             if key not in self.arch_zoo:
                 raise ValueError(f'DAT: unknown arch {arch!r}; choose one of '
                                  f'{sorted(set(self.arch_zoo))} or pass a dict')
-            return copy.deepcopy(self.arch_zoo[key])
+            arch = copy.deepcopy(self.arch_zoo[key])
+            family = arch.pop('family', 'dat')
+            return dict(arch, family=family, family_settings=dict(FAMILIES[family]))
         if not isinstance(arch, dict):
             raise TypeError(f'DAT: arch must be a str or a dict, got {type(arch).__name__}')
         essential = {'embed_dims', 'depths', 'num_heads', 'groups'}
         missing = essential - set(arch)
         if missing:
             raise ValueError(f'DAT: custom arch misses keys {sorted(missing)}')
+        family = arch.get('family', 'dat')
+        if family not in FAMILIES:
+            raise ValueError(f'DAT: custom arch family must be one of {tuple(FAMILIES)}, '
+                             f'got {family!r}')
+        unknown = set(arch) - essential - {'family'} - set(FAMILIES[family])
+        if unknown:
+            raise ValueError(f'DAT: custom arch has unknown keys {sorted(unknown)}; besides '
+                             f'{sorted(essential)} it takes family and '
+                             f'{sorted(FAMILIES[family])}')
+        settings = dict(FAMILIES[family], **{k: arch[k] for k in FAMILIES[family] if k in arch})
         arch = {k: list(self._per_stage(arch[k], k)) for k in essential}
         for k in sorted(essential):
             if not all(_is_int(v) and v >= 1 for v in arch[k]):
@@ -320,7 +475,7 @@ class DAT(BaseModule):
             if m % g != 0:
                 raise ValueError(f'DAT: stage {i}: num_heads {m} is not a multiple of '
                                  f'groups {g}')
-        return arch
+        return dict(arch, family=family, family_settings=settings)
 
     def _per_stage(self, value, name):
         if isinstance(value, (list, tuple)):

@@ -7,7 +7,8 @@ the offset network, and calls it.
 Conventions (those of the authors' released ImageNet models, see the README):
 
 * points are normalised to ``[-1, 1]`` and stored in ``(y, x)`` order; a grid of ``n`` cells
-  has its points at ``((i + 0.5) / n) * 2 - 1``;
+  has its points at ``((i + 0.5) / n) * 2 - 1`` (:data:`GRIDS` names the conventions of
+  DAT++, which :class:`DeformableAttention` takes as options);
 * features and the position-bias table are sampled bilinearly with ``align_corners=True`` and
   zero padding;
 * points, offsets, position biases and the softmax are computed in at least float32 (see
@@ -28,16 +29,39 @@ from mmengine.model.weight_init import trunc_normal_
 
 POS_ENCODINGS = ('relative', 'none', 'fixed', 'dwconv')
 
+#: How the ``n`` points of a grid axis are placed, in normalised coordinates (i = 0..n-1):
+#:
+#: * ``'centers'``: ``(i + 0.5) / n * 2 - 1``, the pixel centres (DAT: keys and queries);
+#: * ``'corners'``: ``i / (n - 1) * 2 - 1``, from -1 to 1 (DAT++: the queries of the position
+#:   bias); a 1-point axis is placed at 0 (the authors' code divides 0 by 0);
+#: * ``'shifted'``: ``(i + 0.5) / (n - 1) * 2 - 1`` (DAT++: the key reference points, as the
+#:   authors' code computes them: half a cell shifted but normalised by n - 1, so the last point
+#:   lies past 1, e.g. 1.167 for n = 7; a 1-point axis gives +inf). DAT++ clamps the deformed
+#:   points to [-1, 1], so such points sample the last row/column.
+GRIDS = ('centers', 'corners', 'shifted')
+
 
 def sampling_dtype(dtype):
     """The precision of sampling points, biases and softmax: ``dtype``, at least float32."""
     return torch.promote_types(dtype, torch.float32)
 
 
-def grid_points(height, width, device=None, dtype=None):
+def grid_axis(n, convention='centers', device=None, dtype=None):
+    """The ``n`` normalised coordinates of one grid axis, placed by ``convention`` (GRIDS)."""
+    i = torch.arange(n, device=device, dtype=dtype)
+    if convention == 'centers':
+        return (i + 0.5) / n * 2 - 1
+    if convention == 'shifted':
+        return (i + 0.5) / (n - 1) * 2 - 1
+    if convention == 'corners':
+        return i / (n - 1) * 2 - 1 if n > 1 else torch.zeros_like(i)
+    raise ValueError(f'grid convention must be one of {GRIDS}, got {convention!r}')
+
+
+def grid_points(height, width, device=None, dtype=None, convention='centers'):
     """Uniform reference points ``p`` of an ``height x width`` grid, shape (H, W, 2), (y, x)."""
-    ys = (torch.arange(height, device=device, dtype=dtype) + 0.5) / height * 2 - 1
-    xs = (torch.arange(width, device=device, dtype=dtype) + 0.5) / width * 2 - 1
+    ys = grid_axis(height, convention, device, dtype)
+    xs = grid_axis(width, convention, device, dtype)
     return torch.stack(torch.meshgrid(ys, xs, indexing='ij'), dim=-1)
 
 
@@ -111,7 +135,7 @@ def deformed_keys_values(x, points, w_k, b_k, w_v, b_v):
 
 
 def deformable_attention(q, x, points, w_k, b_k, w_v, b_v, num_heads, rpe_table=None,
-                         attn_bias=None):
+                         attn_bias=None, query_grid='centers'):
     """Deformable multi-head attention, Eqs. 6-9 of the paper.
 
     Args:
@@ -123,6 +147,8 @@ def deformable_attention(q, x, points, w_k, b_k, w_v, b_v, num_heads, rpe_table=
         num_heads (int): M; heads ``g*M/G .. (g+1)*M/G`` attend to group g's keys.
         rpe_table (Tensor, optional): (M, 2H0-1, 2W0-1) relative position bias table B^.
         attn_bias (Tensor, optional): an extra additive bias, broadcastable to (B, M, HW, Nk).
+        query_grid (str): where the queries sit for the position bias (:data:`GRIDS`):
+            ``'centers'`` (DAT) or ``'corners'`` (DAT++).
 
     Returns:
         Tensor: (B, C, H, W), the concatenated heads ``Concat(z^(1), ..., z^(M))`` (before W_o).
@@ -139,7 +165,7 @@ def deformable_attention(q, x, points, w_k, b_k, w_v, b_v, num_heads, rpe_table=
     v = v.reshape(B * M, d, Nk)
     logits = torch.einsum('bcm,bcn->bmn', q, k) * d**-0.5  # (B*M, HW, Nk)
     if rpe_table is not None:
-        query_points = grid_points(H, W, q.device, points.dtype).reshape(H * W, 2)
+        query_points = grid_points(H, W, q.device, points.dtype, query_grid).reshape(H * W, 2)
         bias = deformable_position_bias(rpe_table, query_points, points.reshape(B, G, Nk, 2))
         logits = logits + bias.reshape(B * M, H * W, Nk)
     if attn_bias is not None:
@@ -165,10 +191,20 @@ class DeformableAttention(BaseModule):
         groups (int): G, the offset groups (M must be a multiple of G).
         feat_size (tuple[int]): (H0, W0), the feature size at the pretraining resolution;
             sizes the position tables (the relative table serves any size unchanged).
-        key_downsample (int): r, the key grid is ``ceil(H/r) x ceil(W/r)``.
+        key_downsample (int): r, the stride of the offset network's depthwise conv: the key
+            grid is ``ceil(H/r) x ceil(W/r)`` with the default padding.
         offset_range (float): s, offsets are ``s * tanh(.)`` key-grid units of ``2/Hk``
-            normalised, i.e. at most ``s/2`` key cells. ``0`` disables deformation.
+            normalised, i.e. at most ``s/2`` key cells. ``0`` disables deformation. Negative
+            (DAT++'s -1): the offsets are used as they are, unbounded, and the deformed points
+            are clamped to ``[-1, 1]``.
         offset_kernel (int): k of the depthwise conv of the offset network.
+        offset_padding (int, optional): its padding; ``None``: ``k // 2`` (DAT++ uses 0 where
+            k == r, a rule the backbone applies).
+        reference_grid (str): the key reference points (:data:`GRIDS`): ``'centers'`` (DAT)
+            or ``'shifted'`` (DAT++, needs a negative ``offset_range``, whose clamp keeps the
+            points on the map).
+        query_grid (str): the query positions of the position bias (:data:`GRIDS`):
+            ``'centers'`` (DAT) or ``'corners'`` (DAT++).
         pos_encoding (str): 'relative' (the paper's deformable relative position bias),
             'none', 'fixed' (a learnable (M, H0*W0, Hk0*Wk0) bias) or 'dwconv' (CSwin's LePE).
         use_offsets (bool): if False, keys are sampled on the plain reference grid. The offset
@@ -193,6 +229,7 @@ class DeformableAttention(BaseModule):
 
     def __init__(self, embed_dims, num_heads, groups, feat_size, key_downsample=1,
                  offset_range=2.0, offset_kernel=5, pos_encoding='relative', use_offsets=True,
+                 offset_padding=None, reference_grid='centers', query_grid='centers',
                  init_cfg=None):
         super().__init__(init_cfg)
         if num_heads % groups != 0:
@@ -201,8 +238,15 @@ class DeformableAttention(BaseModule):
         if embed_dims % num_heads != 0:
             raise ValueError(f'DeformableAttention: embed_dims ({embed_dims}) must be divisible '
                              f'by num_heads ({num_heads})')
-        if offset_range < 0:
-            raise ValueError(f'DeformableAttention: offset_range must be >= 0, got {offset_range}')
+        for name, grid in (('reference_grid', reference_grid), ('query_grid', query_grid)):
+            if grid not in GRIDS:
+                raise ValueError(f'DeformableAttention: {name} must be one of {GRIDS}, '
+                                 f'got {grid!r}')
+        if reference_grid == 'shifted' and offset_range >= 0:
+            raise ValueError("DeformableAttention: reference_grid='shifted' places points past "
+                             'the map (its last point is at (n + 0.5) / (n - 1) * 2 - 1 > 1): '
+                             'it needs a negative offset_range (unbounded offsets, points '
+                             'clamped to the map)')
         if pos_encoding not in POS_ENCODINGS:
             raise ValueError(f'DeformableAttention: pos_encoding must be one of {POS_ENCODINGS}, '
                              f'got {pos_encoding!r}')
@@ -215,11 +259,14 @@ class DeformableAttention(BaseModule):
         self.offset_range = float(offset_range)
         self.pos_encoding = pos_encoding
         self.use_offsets = use_offsets
+        self.reference_grid, self.query_grid = reference_grid, query_grid
 
         C, Cg = embed_dims, embed_dims // groups
+        if offset_padding is None:
+            offset_padding = offset_kernel // 2
         # theta_offset: depthwise conv (stride r) -> LN -> GELU -> 1x1 conv to (dy, dx), no bias
         self.conv_offset = nn.Sequential(
-            nn.Conv2d(Cg, Cg, offset_kernel, self.key_downsample, offset_kernel // 2, groups=Cg),
+            nn.Conv2d(Cg, Cg, offset_kernel, self.key_downsample, offset_padding, groups=Cg),
             LayerNorm2d(Cg), nn.GELU(), nn.Conv2d(Cg, 2, 1, bias=False))
         self.proj_q = nn.Conv2d(C, C, 1)
         self.proj_k = nn.Conv2d(C, C, 1)
@@ -238,8 +285,13 @@ class DeformableAttention(BaseModule):
             self.rpe_table = None
 
     def key_grid_size(self, H, W):
-        r = self.key_downsample
-        return (H - 1) // r + 1, (W - 1) // r + 1
+        """(Hk, Wk): the offset network's output size on an H x W map."""
+        dw = self.conv_offset[0]
+        (k, _), (p, _), r = dw.kernel_size, dw.padding, self.key_downsample
+        if H + 2 * p < k or W + 2 * p < k:
+            raise ValueError(f'DeformableAttention: a {H}x{W} map is smaller than the offset '
+                             f'network\'s {k}x{k} kernel with padding {p}')
+        return (H + 2 * p - k) // r + 1, (W + 2 * p - k) // r + 1
 
     def init_weights(self):
         super().init_weights()
@@ -270,7 +322,12 @@ class DeformableAttention(BaseModule):
         B, C, H, W = q.shape
         Hk, Wk = self.key_grid_size(H, W)
         dtype = sampling_dtype(q.dtype)
-        p = grid_points(Hk, Wk, q.device, dtype).expand(B, self.groups, Hk, Wk, 2)
+        p = grid_points(Hk, Wk, q.device, dtype, self.reference_grid)
+        p = p.expand(B, self.groups, Hk, Wk, 2)
+        if self.offset_range < 0:  # DAT++: unbounded offsets, points clamped to the map
+            if not self.use_offsets:
+                return p.clamp(-1, 1)
+            return (self.offsets(q).to(dtype).permute(0, 3, 1, 2, 4) + p).clamp(-1, 1)
         if not self.use_offsets:
             return p
         # delta p <- s tanh(delta p), in units of one key cell's half-extent (2/Hk / 2)
@@ -311,7 +368,7 @@ class DeformableAttention(BaseModule):
             q, x, points, self.proj_k.weight.flatten(1), self.proj_k.bias,
             self.proj_v.weight.flatten(1), self.proj_v.bias, self.num_heads,
             rpe_table=self.rpe_table if self.pos_encoding == 'relative' else None,
-            attn_bias=attn_bias)
+            attn_bias=attn_bias, query_grid=self.query_grid)
         if self.pos_encoding == 'dwconv':
             z = z + self.rpe_table(q)
         return _pointwise(self.proj_out, z.flatten(2).transpose(1, 2))
@@ -334,7 +391,8 @@ class DeformableAttention(BaseModule):
     def extra_repr(self):
         return (f'groups={self.groups}, key_downsample={self.key_downsample}, '
                 f'offset_range={self.offset_range}, pos_encoding={self.pos_encoding!r}, '
-                f'use_offsets={self.use_offsets}')
+                f'use_offsets={self.use_offsets}, reference_grid={self.reference_grid!r}, '
+                f'query_grid={self.query_grid!r}')
 
 
 def _pointwise(conv, tokens):
@@ -367,6 +425,7 @@ def resize_rpe_table(table, size):
     return F.interpolate(table[None], size=size, mode='bilinear', align_corners=True)[0]
 
 
-__all__ = ['deformable_attention', 'deformable_position_bias', 'grid_points', 'sample',
+__all__ = ['deformable_attention', 'deformable_position_bias', 'grid_axis', 'grid_points',
+           'GRIDS', 'sample',
            'sampling_dtype', 'is_tracing', 'DeformableAttention', 'resize_fixed_bias',
            'resize_rpe_table']

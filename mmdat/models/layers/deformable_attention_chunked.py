@@ -149,7 +149,7 @@ def _attend(q, k_t, v_t, points, rpe_table, attn_bias, query_points, num_heads, 
 
 
 def chunked_deformable_attention(q, x, points, w_k, b_k, w_v, b_v, num_heads, rpe_table=None,
-                                 attn_bias=None, max_chunk_elements=2**22,
+                                 attn_bias=None, query_grid='centers', max_chunk_elements=2**22,
                                  position_bias='grid_sample'):
     """Same arguments and result as :func:`deformable_attention`, memory-lean.
 
@@ -168,7 +168,8 @@ def chunked_deformable_attention(q, x, points, w_k, b_k, w_v, b_v, num_heads, rp
     k, v = deformed_keys_values(x, points, w_k, b_k, w_v, b_v)
     M, d = num_heads, C // num_heads
     k_t, v_t = (t.reshape(B, M, d, Nk).transpose(2, 3).contiguous() for t in (k, v))
-    query_points = grid_points(H, W, q.device, sampling_dtype(points.dtype))  # (H, W, 2)
+    query_points = grid_points(H, W, q.device, sampling_dtype(points.dtype),
+                               query_grid)  # (H, W, 2)
     per_chunk = max(1, max_chunk_elements // (B * num_heads * Nk))
     if position_bias == 'separable':  # whole rows
         per_chunk = W * max(1, per_chunk // W)
