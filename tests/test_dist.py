@@ -8,15 +8,19 @@ data and check, through a probe hook imported by the config (tests/_dist_utils.p
 * the process group really is gloo with 2 ranks;
 * the two ranks train on disjoint halves of the data each epoch;
 * DDP keeps their weights identical, and only one checkpoint is written per save;
-* ``dist_test.sh`` evaluates the checkpoint with 2 processes and prints the accuracy.
+* ``dist_test.sh`` evaluates the checkpoint with 2 processes and prints the accuracy;
+* the same holds for two "nodes" (NNODES=2, NODE_RANK 0 and 1, one process each) on this host.
 """
 import os
 import re
+import signal
+import subprocess
 
 import pytest
 import torch
 import torch.distributed as torch_dist
-from _dist_utils import check_group, check_training, free_port, launch, probe_setup
+from _dist_utils import (REPO, check_group, check_training, free_port, launch, launch_env,
+                         probe_setup)
 
 
 def test_dist_train_and_test_on_cpu_with_gloo(tmp_path):
@@ -34,6 +38,36 @@ def test_dist_train_and_test_on_cpu_with_gloo(tmp_path):
     acc = re.search(r'Epoch\(test\).*accuracy/top1: ([\d.]+)', out)
     assert acc, out[-3000:]
     assert 0 <= float(acc.group(1)) <= 100
+
+
+def test_dist_train_on_two_nodes(tmp_path):
+    """Multi-node: tools/dist_train.sh started once per node with NNODES=2, NODE_RANK 0/1 and
+    node 0's MASTER_ADDR and PORT; here both "nodes" are this host, one CPU process each."""
+    config, root = probe_setup(tmp_path)
+    work = tmp_path / 'work'
+    port = str(free_port())
+    nodes = []
+    for rank in (0, 1):
+        env = launch_env(str(tmp_path), NNODES='2', NODE_RANK=str(rank),
+                         MASTER_ADDR='127.0.0.1', PORT=port)
+        log = open(tmp_path / f'node{rank}.log', 'w')
+        nodes.append((subprocess.Popen(
+            ['bash', f'{REPO}/tools/dist_train.sh', str(config), '1', '--work-dir', str(work)],
+            cwd=str(tmp_path), env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True), log))
+    try:
+        codes = [proc.wait(timeout=600) for proc, _ in nodes]
+    finally:
+        for proc, log in nodes:
+            if proc.poll() is None:  # a node left waiting for the other: end its whole group
+                os.killpg(proc.pid, signal.SIGKILL)
+            log.close()
+    logs = [(tmp_path / f'node{rank}.log').read_text() for rank in (0, 1)]
+    assert codes == [0, 0], '\n\n'.join(log[-4000:] for log in logs)
+    envs = check_group(work, world_size=2)
+    # global rank = node rank here: one process (local rank 0) per node
+    assert [(e['GROUP_RANK'], e['LOCAL_RANK']) for e in envs] == [('0', '0'), ('1', '0')]
+    check_training(work, root, world_size=2)
 
 
 @pytest.fixture
