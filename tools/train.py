@@ -22,6 +22,9 @@ def load_toolbox_module():
     """mmdat/utils/toolbox.py, loaded by its path: ``--help`` answers without importing
     mmdat (torch and the toolboxes, seconds), which happens once a config is given."""
     package = importlib.util.find_spec('mmdat')
+    if package is None:
+        raise SystemExit(f'{osp.basename(__file__)}: mmdat is not installed (and this is not '
+                         'a source checkout of it)')
     path = osp.join(package.submodule_search_locations[0], 'utils', 'toolbox.py')
     spec = importlib.util.spec_from_file_location('mmdat_toolbox', path)
     module = importlib.util.module_from_spec(spec)
