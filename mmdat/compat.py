@@ -17,7 +17,8 @@ Rather than turning the safe loader off:
 Checkpoints holding anything else still fail, with torch's message naming the class.
 
 A second fix lets ``tools/dist_train.sh`` / ``tools/dist_test.sh`` (torchrun, ``--launcher
-pytorch``) run on hosts without GPUs: gloo instead of nccl, no ``torch.cuda.set_device``, and
+pytorch``) and ``tools/slurm_train.sh`` / ``tools/slurm_test.sh`` (srun, ``--launcher slurm``)
+run on hosts without GPUs: gloo instead of nccl, no ``torch.cuda.set_device``, and
 ``device_ids=None`` for the CPU model's DDP wrapper (see :func:`apply_cpu_distributed_fixes`).
 """
 import numpy as np
@@ -67,8 +68,9 @@ def apply_compat_fixes():
 # --------------------------------------------------------------------------------------------
 # Distributed runs on hosts without GPUs (torchrun + gloo on CPU processes)
 #
-# mmengine 0.10.7 assumes a GPU per process when launched with ``--launcher pytorch``:
-# ``_init_dist_pytorch`` calls ``torch.cuda.set_device(LOCAL_RANK)`` and uses the config's
+# mmengine 0.10.7 assumes a GPU per process when launched with ``--launcher pytorch`` or
+# ``--launcher slurm``: ``_init_dist_pytorch`` and ``_init_dist_slurm`` call
+# ``torch.cuda.set_device(LOCAL_RANK)`` and use the config's
 # ``env_cfg.dist_cfg.backend`` (``'nccl'`` in every toolbox's default runtime), and
 # ``Runner.wrap_model`` passes ``device_ids=[LOCAL_RANK]`` to ``MMDistributedDataParallel``,
 # which DDP rejects for CPU modules. Where CUDA (and no other accelerator mmengine knows) is
@@ -128,11 +130,40 @@ def _wrap_ddp_init(ddp_init):
     return __init__
 
 
+def _wrap_init_dist_slurm(init_dist_slurm):
+
+    def _init_dist_slurm(backend='nccl', port=None, init_backend='torch', **kwargs):
+        if init_backend != 'torch' or not _no_accelerator():
+            return init_dist_slurm(backend, port=port, init_backend=init_backend, **kwargs)
+        import os
+        import subprocess
+
+        import torch.distributed as torch_dist
+        # the environment mmengine derives from srun's SLURM_* variables, as it does it
+        if port is not None:
+            os.environ['MASTER_PORT'] = str(port)
+        os.environ.setdefault('MASTER_PORT', '29500')
+        if 'MASTER_ADDR' not in os.environ:  # the first host of the job
+            os.environ['MASTER_ADDR'] = subprocess.getoutput(
+                f'scontrol show hostname {os.environ["SLURM_NODELIST"]} | head -n1')
+        os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
+        os.environ['RANK'] = os.environ['SLURM_PROCID']
+        os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
+        torch_dist.init_process_group(backend=_cpu_backend(backend), **kwargs)
+
+    _init_dist_slurm.__wrapped__ = init_dist_slurm
+    _init_dist_slurm.__doc__ = init_dist_slurm.__doc__
+    return _init_dist_slurm
+
+
 def apply_cpu_distributed_fixes():
-    """Let ``--launcher pytorch`` runs (``tools/dist_*.sh``) work on CPU-only hosts."""
+    """Let ``--launcher pytorch`` and ``--launcher slurm`` runs (``tools/dist_*.sh``,
+    ``tools/slurm_*.sh``) work on CPU-only hosts."""
     import mmengine.dist.utils as dist_utils
     from mmengine.model import MMDistributedDataParallel
     if not hasattr(dist_utils._init_dist_pytorch, '__wrapped__'):
         dist_utils._init_dist_pytorch = _wrap_init_dist_pytorch(dist_utils._init_dist_pytorch)
+    if not hasattr(dist_utils._init_dist_slurm, '__wrapped__'):
+        dist_utils._init_dist_slurm = _wrap_init_dist_slurm(dist_utils._init_dist_slurm)
     if '__wrapped__' not in vars(MMDistributedDataParallel.__init__):
         MMDistributedDataParallel.__init__ = _wrap_ddp_init(MMDistributedDataParallel.__init__)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create (or check) mmdat's virtual environment: torch + torchvision, mmcv 2.1.0 with compiled
-# ops, mmengine, mmpretrain, mmdet, mmsegmentation, then mmdat in editable mode.
+# ops, mmengine, mmpretrain, mmdet, mmsegmentation, openmim, then mmdat in editable mode.
 #
 #   bash tools/setup_env.sh            # idempotent: a second run only verifies (seconds)
 #   MMDAT_VENV=/path/to/venv bash tools/setup_env.sh
@@ -35,7 +35,7 @@ verify() {
   "$VENV/bin/python" - <<'EOF'
 import importlib, sys
 mods = ['torch', 'torchvision', 'mmengine', 'mmcv', 'mmcv._ext', 'mmpretrain', 'mmdet', 'mmseg',
-        'mmdat', 'pytest']
+        'mmdat', 'mim', 'pytest']
 for m in mods:
     try:
         importlib.import_module(m)
@@ -94,7 +94,7 @@ if ! "$VENV/bin/python" -c "import mmcv, mmcv._ext; assert mmcv.__version__ == '
 fi
 "$VENV/bin/python" -c "import mmcv._ext" || { echo "mmcv was built without mmcv._ext (compiled ops)" >&2; exit 1; }
 
-say "mmengine, mmpretrain, mmdet, mmsegmentation and test tools"
+say "mmengine, mmpretrain, mmdet, mmsegmentation, openmim and test tools"
 "${PIP[@]}" -q -r "$REPO/requirements/runtime.txt" -r "$REPO/requirements/tests.txt"
 
 say "mmdat (editable)"
