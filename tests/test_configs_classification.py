@@ -144,8 +144,9 @@ def n_flops(config):
 
 
 def all_configs():
+    """The DAT configs (DAT++'s, dat_pp_*: tests/test_configs_dat_pp.py)."""
     paths = glob.glob(osp.join(CFG_DIR, '**', '*.py'), recursive=True)
-    return sorted(osp.relpath(p, CFG_DIR) for p in paths)
+    return sorted(osp.relpath(p, CFG_DIR) for p in paths if 'dat_pp_' not in p)
 
 
 # ----------------------------------------------------------------------------------- tests
@@ -322,9 +323,10 @@ def test_table8_ddetr_attention_memory_and_flops(capsys):
 
 # ----------------------------------------------------------------------------------- metafile
 def metafile_models():
+    """The DAT entries (DAT++'s: tests/test_configs_dat_pp.py)."""
     with open(osp.join(CFG_DIR, 'metafile.yml')) as f:
         meta = yaml.safe_load(f)
-    return {m['Name']: m for m in meta['Models']}
+    return {m['Name']: m for m in meta['Models'] if m['In Collection'] == 'DAT'}
 
 
 def config_of(model):

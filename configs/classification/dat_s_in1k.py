@@ -5,5 +5,3 @@ _base_ = [
     '../_base_/schedules/imagenet_bs1024_adamw_dat.py',
     'mmpretrain::_base_/default_runtime.py',
 ]
-# a resumed run replays the random numbers (drop path, augmentation) of an uninterrupted one
-custom_hooks = [dict(type='ResumableRandomnessHook')]

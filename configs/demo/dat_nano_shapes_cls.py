@@ -5,8 +5,6 @@ _base_ = [
     '../_base_/models/dat_t_cls.py',
     'mmpretrain::_base_/default_runtime.py',
 ]
-# a resumed run replays the random numbers (drop path, augmentation) of an uninterrupted one
-custom_hooks = [dict(type='ResumableRandomnessHook')]
 data_root = 'work_dirs/demo/data/shapes_cls'
 
 model = dict(

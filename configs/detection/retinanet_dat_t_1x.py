@@ -1,58 +1,12 @@
-# DAT-T + RetinaNet on COCO, 1x schedule (Table 3: 42.8 box AP, 253 GFLOPs, 38 M params).
-# The Swin detection protocol (mmdet's own Swin-T RetinaNet config, inherited, with the
-# AdamW optimizer of Swin's Mask R-CNN configs): AdamW lr 1e-4, betas (0.9, 0.999), weight
-# decay 0.05 (none on norms and position tables), 1000 linear warm-up iterations, 12 epochs
-# with the lr divided by 10 after epochs 8 and 11, batch 16 (8 GPUs x 2 images), 1333x800.
-# Stages 2-4 feed the FPN, which adds P6-P7 on its last input (FPN inherited from Swin's).
-_base_ = 'mmdet::swin/retinanet_swin-t-p4-w7_fpn_1x_coco.py'
-custom_imports = dict(imports=['mmdat'], allow_failed_imports=False)
-# a resumed run replays the random numbers (drop path, augmentation) of an uninterrupted one
-custom_hooks = [dict(type='ResumableRandomnessHook')]
-
-# ImageNet-1k DAT-T (configs/classification/dat_t_in1k.py, or the authors' checkpoint
-# converted with tools/model_converters/dat_to_mmdat.py)
-pretrained = 'checkpoints/dat_t_in1k_224.pth'
-
-model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='DAT',
-        arch='tiny',
-        img_size=224,  # the pretraining size: sizes the position tables, any input works
-        # r of the deformable blocks (stages 3-4; the entries of the shift-window stages 1-2
-        # are unused): a 25x40 key grid in both stages at 1280x800, chosen to reproduce the
-        # FLOPs of Tables 3-4 (README)
-        key_downsample=(4, 2, 2, 1),
-        drop_path_rate=0.2,
-        out_indices=(1, 2, 3),
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')))
-
-max_epochs = 12
-train_cfg = dict(max_epochs=max_epochs)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=1000),
-    dict(
-        type='MultiStepLR',
-        begin=0,
-        end=max_epochs,
-        by_epoch=True,
-        milestones=[8, 11],
-        gamma=0.1)
+# DAT-T + RetinaNet on COCO, 1x schedule (Table 3: 42.8 box AP, 253 GFLOPs, 38 M params). The Swin
+# detection protocol (configs/_base_/detection/retinanet_dat.py): AdamW lr 1e-4 per 16 images, 12
+# epochs; stochastic depth 0.2 as Swin-T in Swin's detection configs.
+_base_ = [
+    '../_base_/detection/retinanet_dat.py',
+    'mmdet::_base_/datasets/coco_detection.py',
+    '../_base_/schedules/coco_1x_dat.py',
+    '../_base_/backbones/dat_t.py',
 ]
-
-# no weight decay on norms and on the window / deformable position tables; the offset
-# network's LayerNorm is `conv_offset.1` here (`conv_offset.1.norm` in the authors' code)
-optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(
-        _delete_=True, type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.05),
-    paramwise_cfg=dict(
-        custom_keys={
-            'relative_position_bias_table': dict(decay_mult=0.),
-            'rpe_table': dict(decay_mult=0.),
-            'norm': dict(decay_mult=0.),
-            'conv_offset.1': dict(decay_mult=0.),
-        }))
-
-# lr 1e-4 is for a total batch of 16; scaled linearly for other GPU counts / batch sizes
-auto_scale_lr = dict(enable=True, base_batch_size=16)
+model = dict(
+    backbone=dict(_base_.dat.backbone, drop_path_rate=0.2),
+    neck=dict(in_channels=_base_.dat.channels[1:]))

@@ -1,11 +1,7 @@
-# DAT-B + Semantic FPN on ADE20K, 40k iterations (Table 5: 47.02 mIoU, 481 GFLOPs, 92 M params).
-_base_ = './semantic_fpn_dat_t_40k.py'
-
-checkpoint_file = 'checkpoints/dat_b_in1k_224.pth'  # ImageNet-1k DAT-B
-
+# DAT-B + Semantic FPN on ADE20K, 40k iterations (Table 5: 47.02 mIoU, 481 GFLOPs, 92 M params),
+# with the PVT protocol (configs/_base_/segmentation/semantic_fpn_dat.py); stochastic depth 0.5
+# (Sec. 4.3).
+_base_ = ['../_base_/segmentation/semantic_fpn_dat.py', '../_base_/backbones/dat_b.py']
 model = dict(
-    backbone=dict(
-        arch='base',
-        drop_path_rate=0.5,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file, prefix='backbone.')),
-    neck=dict(in_channels=[128, 256, 512, 1024]))
+    backbone=dict(_base_.dat.backbone, drop_path_rate=0.5),
+    neck=dict(in_channels=_base_.dat.channels))

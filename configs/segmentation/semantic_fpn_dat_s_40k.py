@@ -1,10 +1,7 @@
-# DAT-S + Semantic FPN on ADE20K, 40k iterations (Table 5: 46.08 mIoU, 320 GFLOPs, 53 M params).
-_base_ = './semantic_fpn_dat_t_40k.py'
-
-checkpoint_file = 'checkpoints/dat_s_in1k_224.pth'  # ImageNet-1k DAT-S
-
+# DAT-S + Semantic FPN on ADE20K, 40k iterations (Table 5: 46.08 mIoU, 320 GFLOPs, 53 M params),
+# with the PVT protocol (configs/_base_/segmentation/semantic_fpn_dat.py); stochastic depth 0.3
+# (Sec. 4.3).
+_base_ = ['../_base_/segmentation/semantic_fpn_dat.py', '../_base_/backbones/dat_s.py']
 model = dict(
-    backbone=dict(
-        arch='small',
-        drop_path_rate=0.3,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file, prefix='backbone.')))
+    backbone=dict(_base_.dat.backbone, drop_path_rate=0.3),
+    neck=dict(in_channels=_base_.dat.channels))

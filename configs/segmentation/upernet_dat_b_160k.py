@@ -1,12 +1,8 @@
-# DAT-B + UperNet on ADE20K, 160k iterations (Table 5: 49.38 mIoU, 1212 GFLOPs, 121 M params).
-_base_ = './upernet_dat_t_160k.py'
-
-checkpoint_file = 'checkpoints/dat_b_in1k_224.pth'  # ImageNet-1k DAT-B
-
+# DAT-B + UperNet on ADE20K, 160k iterations (Table 5: 49.38 mIoU, 1212 GFLOPs, 121 M params),
+# with the Swin protocol (configs/_base_/segmentation/upernet_dat.py); stochastic depth 0.5 (Sec.
+# 4.3).
+_base_ = ['../_base_/segmentation/upernet_dat.py', '../_base_/backbones/dat_b.py']
 model = dict(
-    backbone=dict(
-        arch='base',
-        drop_path_rate=0.5,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file, prefix='backbone.')),
-    decode_head=dict(in_channels=[128, 256, 512, 1024]),
-    auxiliary_head=dict(in_channels=512))
+    backbone=dict(_base_.dat.backbone, drop_path_rate=0.5),
+    decode_head=dict(in_channels=_base_.dat.channels),
+    auxiliary_head=dict(in_channels=_base_.dat.channels[2]))

@@ -1,10 +1,7 @@
-# DAT-S + UperNet on ADE20K, 160k iterations (Table 5: 48.31 mIoU, 1079 GFLOPs, 81 M params).
-_base_ = './upernet_dat_t_160k.py'
-
-checkpoint_file = 'checkpoints/dat_s_in1k_224.pth'  # ImageNet-1k DAT-S
-
+# DAT-S + UperNet on ADE20K, 160k iterations (Table 5: 48.31 mIoU, 1079 GFLOPs, 81 M params), with
+# the Swin protocol (configs/_base_/segmentation/upernet_dat.py); stochastic depth 0.3 (Sec. 4.3).
+_base_ = ['../_base_/segmentation/upernet_dat.py', '../_base_/backbones/dat_s.py']
 model = dict(
-    backbone=dict(
-        arch='small',
-        drop_path_rate=0.3,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file, prefix='backbone.')))
+    backbone=dict(_base_.dat.backbone, drop_path_rate=0.3),
+    decode_head=dict(in_channels=_base_.dat.channels),
+    auxiliary_head=dict(in_channels=_base_.dat.channels[2]))

@@ -1,13 +1,3 @@
-# ImageNet classifier with a DAT-S backbone (Table 1): LayerNorm -> global pool -> Linear.
-custom_imports = dict(imports=['mmdat'], allow_failed_imports=False)
-model = dict(
-    type='ImageClassifier',
-    backbone=dict(type='DAT', arch='small', img_size=224, drop_path_rate=0.3),
-    neck=dict(type='GlobalAveragePooling'),
-    head=dict(
-        type='LinearClsHead',
-        num_classes=1000,
-        in_channels=768,
-        loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
-        cal_acc=False),
-    train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]))
+# ImageNet classifier with a DAT-S backbone (Table 1).
+_base_ = './dat_cls.py'
+model = dict(backbone=dict(arch='small', drop_path_rate=0.3), head=dict(in_channels=768))

@@ -1,0 +1,8 @@
+# DAT-T in the COCO / ADE20K configs: its arch, the widths of its four stages (what the
+# necks and heads take) and its ImageNet-1k checkpoint (configs/classification/dat_t_in1k.py,
+# or the authors' converted with tools/model_converters/dat_to_mmdat.py).
+_base_ = './dat.py'
+dat = dict(
+    backbone=dict(
+        arch='tiny', init_cfg=dict(checkpoint='checkpoints/dat_t_in1k_224.pth')),
+    channels=[96, 192, 384, 768])

@@ -1,0 +1,3 @@
+# DAT + Mask R-CNN with the Swin detection protocol's optimizer (DAT's Table 4a); the rows add the
+# data (1x: mmdet's, 3x: DETR's augmentation), the schedule and the backbone.
+_base_ = ['../models/mask_rcnn_dat.py', '../schedules/coco_adamw_dat.py']
