@@ -1,0 +1,4 @@
+# The authors' DAT++ 1x: as DAT's (coco_1x_dat.py) with 500 linear warm-up iterations
+# (mmdet's default), not 1000.
+_base_ = './coco_1x_dat.py'
+param_scheduler = [dict(_base_.param_scheduler[0], end=500), _base_.param_scheduler[1]]
