@@ -159,6 +159,21 @@ def test_get_flops_paper_rows_cover_every_table():
         paper_rows(['10'])
 
 
+def test_get_flops_paper_rows_include_dat_pp():
+    """--paper prints the DAT++ models too: every row of paper_tables_pp.yaml, each with its
+    config (every DAT++ config), with `pp` picking them all."""
+    import glob
+    from mmdat.utils import paper_tables_pp
+    from mmdat.utils.paper_flops import TABLES_PP, paper_rows
+    rows = [r for r in paper_rows() if r.table in TABLES_PP.values()]
+    assert rows == paper_rows(['pp'])
+    assert len(rows) == sum(len(paper_tables_pp()[t]) for t in TABLES_PP.values())
+    configs = sorted(glob.glob(osp.join(REPO, 'configs', '*', '*dat_pp_*.py')))
+    assert sorted(r.config for r in rows) == configs
+    assert [r.label for r in paper_rows(['pp-in1k'])] == [
+        'DAT-T++ 224', 'DAT-S++ 224', 'DAT-B++ 224', 'DAT-B++ 384']
+
+
 def _paper_report(*tables, timeout=600):
     out = run_tool(osp.join('analysis', 'get_flops.py'), '--paper', '--tables', *tables,
                    timeout=timeout)
@@ -199,6 +214,24 @@ def test_get_flops_single_config():
     params = float(out.split('Params: ')[1].split()[0])
     flops = float(out.split('Flops: ')[1].split()[0])
     assert abs(params - row['params']) <= 0.01 and flops == pytest.approx(row['flops'], rel=0.01)
+
+
+@pytest.mark.slow
+def test_get_flops_paper_dat_pp_imagenet():
+    """The DAT++ ImageNet rows of --paper: ours beside the figures quoted for the paper
+    (Papers-with-Code: 4.3 / 9.4 / 16.6 / 49.7 GFLOPs, 24 / 53 / 93 M), within 1 %."""
+    out = run_tool(osp.join('analysis', 'get_flops.py'), '--paper', '--tables', 'pp-in1k')
+    rows = {}
+    for line in out.splitlines():
+        if line.startswith('pp_imagenet'):
+            cells = line.split()
+            config = next(c for c in cells if c.endswith('.py'))
+            at = cells.index(config)
+            rows[config] = [None if c == '-' else float(c.rstrip('%')) for c in cells[at - 5:at - 1]]
+    assert len(rows) == 4, out[-3000:]
+    for params, paper_params, flops, paper_flops in rows.values():
+        assert flops == pytest.approx(paper_flops, rel=0.01)
+        assert paper_params is None or abs(params - paper_params) < 1.0
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-from .paper import PAPER_TABLES, paper_tables
+from .paper import PAPER_TABLES, PAPER_TABLES_PP, paper_tables, paper_tables_pp
 from .toolbox import TOOLBOXES, run_toolbox_tool, toolbox_of
 
-__all__ = ['PAPER_TABLES', 'paper_tables', 'TOOLBOXES', 'run_toolbox_tool', 'toolbox_of']
+__all__ = ['PAPER_TABLES', 'PAPER_TABLES_PP', 'paper_tables', 'paper_tables_pp', 'TOOLBOXES',
+           'run_toolbox_tool', 'toolbox_of']

@@ -4,8 +4,9 @@ FLOPs are multiply-accumulates (the convention of the Swin/PVT/DAT papers), coun
 :func:`mmengine.analysis.get_model_complexity_info` over the model's tensor-mode forward:
 
 * classification (``default_scope='mmpretrain'``): the whole classifier
-  (``model(inputs, mode='tensor')``: backbone, neck and head) at the model's pretraining size
-  (``model.backbone.img_size``, 224 when unset), as Table 2 of the paper;
+  (``model(inputs, mode='tensor')``: backbone, neck and head) at the size of the test images
+  (224, 384; the model's ``backbone.img_size`` when the test pipeline does not fix it), as
+  Table 2 of the paper;
 * detection (``'mmdet'``): as mmdet's ``tools/analysis_tools/get_flops.py``: the image goes
   through the data preprocessor, then ``model(inputs, data_samples)`` in tensor mode
   (backbone, neck, RPN and RoI heads on the RPN's 1000 proposals, mask heads on the first 100),
@@ -58,10 +59,39 @@ def task_of(cfg):
     return TASKS[scope]
 
 
+def _hw(size):
+    """(H, W) of an int or of a (W, H) pair, mmcv's convention for sizes of transforms."""
+    return (size, size) if isinstance(size, int) else (size[1], size[0])
+
+
+def test_image_size(cfg):
+    """The (H, W) of the images a classifier's test pipeline feeds it: its last fixed-size
+    ``Resize`` or ``CenterCrop`` (None when it has neither, or a shorter-side resize follows).
+    The DAT++ 384 model is built at 224 and fed 384x384 images, for instance."""
+    try:
+        pipeline = cfg.test_dataloader.dataset.pipeline
+    except (AttributeError, KeyError, TypeError):
+        return None
+    size = None
+    for transform in pipeline:
+        kind = transform.get('type')
+        if kind == 'CenterCrop':
+            size = _hw(transform['crop_size'])
+        elif kind == 'Resize' and transform.get('scale') is not None:
+            size = _hw(transform['scale'])
+        elif kind in ('ResizeEdge', 'RandomResize'):
+            size = None
+    return size
+
+
 def paper_shape(cfg):
-    """The (H, W) at which the paper counts FLOPs for this config's task."""
+    """The (H, W) at which the paper counts FLOPs for this config's task: for a classifier the
+    size its test pipeline feeds it, else its pretraining size (``backbone.img_size``)."""
     task = task_of(cfg)
     if task == 'classification':
+        size = test_image_size(cfg)
+        if size is not None:
+            return size
         size = cfg.model.get('backbone', {}).get('img_size', 224)
         return (size, size) if isinstance(size, int) else tuple(size)
     return PAPER_SHAPES[task]

@@ -1,6 +1,8 @@
-"""Every table of the paper (2-9) as rows of our configs' params/FLOPs next to the paper's,
+"""Every table of the DAT paper (2-9) as rows of our configs' params/FLOPs next to the paper's,
 with the Swin baselines counted by the same counter (:func:`~.complexity.model_complexity`)
-from the toolboxes' own configs. Used by ``tools/analysis/get_flops.py --paper``.
+from the toolboxes' own configs, and the DAT++ models (``pp-*`` tables: every released model,
+next to the few figures available for them, ``paper_tables_pp.yaml``). Used by
+``tools/analysis/get_flops.py --paper``.
 
 Where a toolbox ships no config for a baseline of the paper, the nearest one is adapted and
 the row says how: RetinaNet Swin-S is mmdet's RetinaNet Swin-T config with Swin-S's depths;
@@ -11,8 +13,8 @@ depths/widths per the Swin paper).
 import os.path as osp
 from dataclasses import dataclass, field
 
-from .complexity import load_config, model_complexity
-from .paper import paper_tables
+from .complexity import load_config, model_complexity, paper_shape
+from .paper import paper_tables, paper_tables_pp
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = osp.join(REPO, 'configs')
@@ -151,21 +153,65 @@ TABLES = {
     '6': 'table6_ablation_geometry', '7': 'table7_ablation_stages',
     '8': 'table8_deformable_detr_attention', '9': 'table9_conv_patch_embedding',
 }
+#: ``--tables`` names -> keys of ``paper_tables_pp()`` (DAT++; ``pp`` picks them all)
+TABLES_PP = {
+    'pp-in1k': 'pp_imagenet', 'pp-retinanet': 'pp_retinanet_coco',
+    'pp-mask': 'pp_mask_rcnn_coco', 'pp-cascade': 'pp_cascade_mask_rcnn_coco',
+    'pp-ade20k': 'pp_ade20k',
+}
+#: the DAT++ detectors' config names
+_PP_DET = {'pp-retinanet': 'retinanet', 'pp-mask': 'mask_rcnn', 'pp-cascade': 'cascade_mask_rcnn'}
+
+
+def _note_pp(row):
+    """Where a DAT++ row's paper figures come from, when not from the authors."""
+    if row.get('flops') is None:
+        return ''
+    src = [s for s in ([row['src']] if isinstance(row['src'], str) else row['src'])
+           if s in ('pwc', 'cited')]
+    return f'paper figures: {"/".join(src)}, unverified' if src else ''
+
+
+def _dat_pp(key, table, row):
+    """The :class:`Row` of a DAT++ model (``paper_tables_pp()`` row) and its config."""
+    paper = dict(params=row['params'], flops=row['flops'])
+    if key == 'pp-in1k':
+        size = _size(row['model'].rstrip('+'))
+        suffix = '_384' if row['res'] == 384 else ''
+        return Row(table, f'{row["model"]} {row["res"]}',
+                   _cfg('classification', f'dat_pp_{size}_in1k{suffix}.py'), paper=paper,
+                   note=_note_pp(row))
+    size = _size(row['backbone'].rstrip('+'))
+    if key == 'pp-ade20k':
+        name = ('semantic_fpn_dat_pp_{}_80k.py' if row['head'] == 'SemanticFPN' else
+                'upernet_dat_pp_{}_160k.py').format(size)
+        return Row(table, f'{row["head"]} {row["backbone"]}', _cfg('segmentation', name),
+                   paper=paper, note=_note_pp(row))
+    return Row(table, f'{row["backbone"]} {row["schedule"]}',
+               _cfg('detection', f'{_PP_DET[key]}_dat_pp_{size}_{row["schedule"]}.py'),
+               paper=paper, note=_note_pp(row))
 
 
 def paper_rows(tables=None):
     """The :class:`Row` s of the chosen tables (``'2'``, ``'4a'``, ``'4'`` = 4a + 4b, ...;
-    all when None), in the paper's order."""
-    chosen = list(TABLES) if not tables else []
+    DAT++: ``'pp-in1k'``, ..., ``'pp'`` = all of them; all tables when None), in the paper's
+    order."""
+    chosen = list(TABLES) + list(TABLES_PP) if not tables else []
     for t in tables or ():
         t = str(t)
         keys = [k for k in TABLES if k == t or (k[:-1] == t and k[-1] in 'ab')]
+        keys += [k for k in TABLES_PP if k == t or t == 'pp']
         if not keys:
-            raise ValueError(f'unknown table {t!r}; choose from {sorted(TABLES)} (or 4)')
+            raise ValueError(f'unknown table {t!r}; choose from '
+                             f'{sorted(TABLES) + sorted(TABLES_PP)} (or 4, pp)')
         chosen += keys
     data = paper_tables()
     rows = []
     for t in chosen:
+        if t in TABLES_PP:
+            table = TABLES_PP[t]
+            rows += [_dat_pp(t, table, r) for r in paper_tables_pp()[table]]
+            continue
         table = TABLES[t]
         entries = data[table]
         if t == '2':
@@ -195,12 +241,16 @@ def paper_rows(tables=None):
 
 
 def count_rows(rows, callback=None):
-    """:func:`model_complexity` of each row (models counted once when rows share one,
-    e.g. 1x and 3x configs). ``callback(row, result)`` after each. Returns the results."""
+    """:func:`model_complexity` of each row (models counted once when rows share one at
+    test time, e.g. 1x and 3x configs with different stochastic depths). ``callback(row,
+    result)`` after each. Returns the results."""
     cache, results = {}, []
     for row in rows:
         cfg = load_config(row.config, row.overrides)
-        key = (cfg.default_scope, repr(cfg.model.to_dict()))
+        model = cfg.model.to_dict()
+        for train_only in ('drop_path_rate', 'with_cp'):  # the same model at test time
+            model.get('backbone', {}).pop(train_only, None)
+        key = (cfg.default_scope, repr(model), repr(paper_shape(cfg)))
         if key not in cache:
             cache[key] = model_complexity(cfg)
         results.append(cache[key])
@@ -209,4 +259,4 @@ def count_rows(rows, callback=None):
     return results
 
 
-__all__ = ['Row', 'TABLES', 'paper_rows', 'count_rows']
+__all__ = ['Row', 'TABLES', 'TABLES_PP', 'paper_rows', 'count_rows']

@@ -1,14 +1,15 @@
 """Parameters and FLOPs of a config, or of every table of the paper.
 
     python tools/analysis/get_flops.py CONFIG [--shape H W] [--cfg-options k=v ...]
-    python tools/analysis/get_flops.py --paper [--tables 2 6 7]
+    python tools/analysis/get_flops.py --paper [--tables 2 6 7 pp-in1k]
 
 FLOPs are multiply-accumulates, counted as the toolboxes' own ``get_flops.py`` count them,
 by default at the paper's input for the config's task: the classifier's pretraining size
 (224 or 384), 1280x800 for detection (backbone, FPN and heads), 512x2048 for segmentation
 (encoder and decode head). See :mod:`mmdat.utils.complexity`.
 
-``--paper`` prints, table by table (2, 3, 4a, 4b, 5, 6, 7, 8, 9; ``--tables`` picks some),
+``--paper`` prints, table by table (DAT: 2, 3, 4a, 4b, 5, 6, 7, 8, 9; DAT++: pp-in1k,
+pp-retinanet, pp-mask, pp-cascade, pp-ade20k; ``--tables`` picks some, ``pp`` all of DAT++'s),
 our config's params/FLOPs next to the paper's, and the Swin baselines counted the same way
 from the toolboxes' own configs. Dense models take a minute or more each on a CPU.
 """
@@ -32,7 +33,8 @@ def parse_args(argv=None):
                         help='list the ops the counter skipped (elementwise ops, as usual)')
     parser.add_argument('--paper', action='store_true', help="every table of the paper")
     parser.add_argument('--tables', nargs='+', metavar='T',
-                        help='with --paper: only these tables (2 3 4 4a 4b 5 6 7 8 9)')
+                        help='with --paper: only these tables (2 3 4 4a 4b 5 6 7 8 9; DAT++: '
+                        'pp-in1k pp-retinanet pp-mask pp-cascade pp-ade20k, or pp for all)')
     args = parser.parse_args(argv)
     if bool(args.config) == args.paper:
         parser.error('give a CONFIG or --paper')
