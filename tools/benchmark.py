@@ -1,6 +1,6 @@
 """Throughput (images/s) and peak memory of a model, for inference and a training step.
 
-    python tools/benchmark.py CONFIG [--other CONFIG] [--batch N] [--shape H W] [--train]
+    python tools/benchmark.py CONFIG [--other CONFIG ...] [--batch N] [--shape H W] [--train]
         [--iters N] [--warmup N] [--backbone-only] [--device cpu|cuda] [--no-amp]
         [--cfg-options k=v ...] [--other-cfg-options k=v ...] [--profile ROWS]
     python tools/benchmark.py --block deformable [--shape H W] [--batch N] [--r R]
@@ -17,9 +17,9 @@ What is timed, on random inputs (already normalised: no data loading or preproce
 * training step (``--train``): the same forward in train mode, backward of the sum of the
   outputs' means, and an AdamW step (gradients set to None in between).
 
-``--warmup`` steps are run first and excluded. With ``--other``, the two models run
-alternately in the same process (step of A, step of B, ...), so both see the same machine
-load, and the ratio A/B of images/s is printed. On CUDA, forward/backward run under AMP
+``--warmup`` steps are run first and excluded. With ``--other``, the models run alternately
+in the same process (step of A, step of B, ...), so all see the same machine load, and the
+ratios of images/s and peak memory are printed for every pair of models. On CUDA, forward/backward run under AMP
 (float16 autocast, with a GradScaler for training) unless ``--no-amp``.
 
 Peak memory, measured for one step after the timed ones:
@@ -210,8 +210,8 @@ def profile(step, device, rows):
 def benchmark_models(args):
     runners = [Runner(args.config, args.batch, args.shape, args.device, args.amp,
                       args.backbone_only, args.cfg_options)]
-    if args.other:
-        runners.append(Runner(args.other, args.batch, args.shape, args.device, args.amp,
+    for other in args.other or []:
+        runners.append(Runner(other, args.batch, args.shape, args.device, args.amp,
                               args.backbone_only, args.other_cfg_options))
     modes = [('inference', 'infer')] + ([('train step', 'train_step')] if args.train else [])
     print(f'device: {args.device}'
@@ -236,11 +236,12 @@ def benchmark_models(args):
             for r in runners:
                 print(f'--- {mode}, {r.name}: top {args.profile} ops by self time, one step')
                 print(profile(getattr(r, method), args.device, args.profile))
-        if len(runners) == 2:
-            a, b = (results[(r.name, mode)] for r in runners)
-            print(f'{mode:<11} ratio {runners[0].name} / {runners[1].name}: images/s '
-                  f'{a["images_per_s"] / b["images_per_s"]:.3f}, peak memory '
-                  f'{a["peak_bytes"] / max(b["peak_bytes"], 1):.3f}')
+        for i, first in enumerate(runners):
+            for other in runners[i + 1:]:
+                a, b = results[(first.name, mode)], results[(other.name, mode)]
+                print(f'{mode:<11} ratio {first.name} / {other.name}: images/s '
+                      f'{a["images_per_s"] / b["images_per_s"]:.3f}, peak memory '
+                      f'{a["peak_bytes"] / max(b["peak_bytes"], 1):.3f}')
     return results
 
 
@@ -358,7 +359,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', nargs='?', help='config file or pkg::path')
-    parser.add_argument('--other', help='a second config, run alternately with the first')
+    parser.add_argument('--other', nargs='+', metavar='CONFIG',
+                        help='more configs, run alternately with the first (ratios are '
+                        'printed for every pair)')
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--shape', nargs=2, type=int, metavar=('H', 'W'),
                         help="input size (default: the paper's for the config's task; "
@@ -376,7 +379,7 @@ def parse_args(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings of CONFIG')
     parser.add_argument('--other-cfg-options', nargs='+', action=DictAction,
-                        help='override settings of --other')
+                        help='override settings of the --other configs')
     parser.add_argument('--block', choices=['deformable', 'neighborhood'],
                         help='micro-benchmark one DAT-T stage-3 deformable block, or DAT++\'s '
                         'neighbourhood attention against WindowMSA, instead of a config')

@@ -217,11 +217,13 @@ class DeformableAttention(BaseModule):
             path when one block's full logits would exceed ``chunk_threshold`` elements,
             and the reference path under ``torch.jit`` tracing (FLOP counting).
         chunk_size (int): the chunked path's bound on one chunk's logits (elements).
-        check_finite (bool): raise a ``ValueError`` when the input holds NaN or Inf (one
-            reduction per call; skipped under ``torch.jit`` tracing and ``torch.compile``).
-            NaN/Inf sampled at the deformed points would spread over every query silently.
+        check_finite (bool): raise a ``ValueError`` when the input holds NaN or Inf
+            (:func:`assert_finite`: one reduction per call, queued without synchronisation on
+            CUDA, skipped under tracing and ``torch.compile``). NaN/Inf sampled at the
+            deformed points would spread over every query silently.
     """
 
+    IMPLS = ('auto', 'reference', 'chunked')
     impl = 'auto'
     check_finite = True
     chunk_threshold = 2**22
@@ -353,10 +355,9 @@ class DeformableAttention(BaseModule):
         if H * W != L:
             raise ValueError(f'DeformableAttention: hw_shape {tuple(hw_shape)} does not match '
                              f'the {L} tokens of input x')
-        if self.check_finite and not is_tracing() and not torch.isfinite(x).all():
-            raise ValueError(
-                f'DeformableAttention: input x (shape {tuple(x.shape)}) holds NaN or Inf '
-                'values; the network diverged or its input is corrupt')
+        if self.check_finite:
+            assert_finite(x, f'DeformableAttention: input x (shape {tuple(x.shape)}) holds NaN '
+                          f'or Inf values; the network diverged or its input is corrupt')
         # the 1x1 projections as linear maps of the tokens; q and x are (B, C, H, W) views
         q = _pointwise(self.proj_q, x).transpose(1, 2).reshape(B, C, H, W)
         x = x.transpose(1, 2).reshape(B, C, H, W)
@@ -400,6 +401,23 @@ def _pointwise(conv, tokens):
     return F.linear(tokens, conv.weight.flatten(1), conv.bias)
 
 
+def assert_finite(x, message):
+    """Raise ``ValueError(message)`` when ``x`` holds NaN or Inf.
+
+    One reduction; skipped under tracing (FLOP counting, export), where a data-dependent check
+    would be frozen into the graph. On CUDA the check is queued on the stream instead
+    (``torch._assert_async``): no host-device synchronisation, and a failure surfaces as a
+    device-side assertion, with ``message``, at the next synchronisation (it ends the process's
+    CUDA context, as a diverged run would end anyway).
+    """
+    if is_tracing():
+        return
+    if x.is_cuda:
+        torch._assert_async(torch.isfinite(x).all(), message)
+    elif not torch.isfinite(x).all():
+        raise ValueError(message)
+
+
 def is_tracing():
     """True under ``torch.jit`` tracing/scripting or ``torch.compile``: no data checks there."""
     compiling = getattr(getattr(torch, 'compiler', None), 'is_compiling', lambda: False)
@@ -426,6 +444,5 @@ def resize_rpe_table(table, size):
 
 
 __all__ = ['deformable_attention', 'deformable_position_bias', 'grid_axis', 'grid_points',
-           'GRIDS', 'sample',
-           'sampling_dtype', 'is_tracing', 'DeformableAttention', 'resize_fixed_bias',
-           'resize_rpe_table']
+           'GRIDS', 'sample', 'sampling_dtype', 'is_tracing', 'assert_finite',
+           'DeformableAttention', 'resize_fixed_bias', 'resize_rpe_table']

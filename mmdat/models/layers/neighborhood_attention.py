@@ -286,6 +286,7 @@ class NeighborhoodAttention(BaseModule):
         chunk_size (int): the tiled path's bound on one chunk's logits (elements).
     """
 
+    IMPLS = ('auto', 'reference', 'tiled')
     impl = 'auto'
     tile = (7, 7)
     chunk_size = 2**22
