@@ -560,3 +560,18 @@ def test_every_mmdat_config_replays_its_random_numbers_on_resume():
                if dict(type='ResumableRandomnessHook') not in Config.fromfile(p).get(
                    'custom_hooks', [])]
     assert not missing, f'configs without ResumableRandomnessHook: {missing}'
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('arch', ['nano', 'nano++'])
+def test_no_host_device_synchronisation_on_cuda(arch):
+    """The finiteness checks and the attention paths never block the CPU on the GPU."""
+    model = DAT(arch, out_indices=(0, 1, 2, 3)).cuda().train()
+    x = torch.randn(2, 3, 96, 128, device='cuda')
+    model(x)  # first call: the neighbourhood tiling plans are made (on the CPU) and cached
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        sum(o.mean() for o in model(x)).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)

@@ -28,6 +28,8 @@ The forward pass keeps no chunk's tensors; the backward pass recomputes one chun
 at a time with the explicit softmax formulas. At 7x7 tiles a query scores 169 keys instead of
 49; measured against mmpretrain's ``WindowMSA`` in README "Performance".
 """
+import functools
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -74,6 +76,7 @@ def neighborhood_attention(q, k, v, rpb):
 
 
 # ----------------------------------------------------------------------------- tiled path
+@functools.lru_cache(maxsize=64)
 def _axis_plan(length, kernel_size, tile, device):
     """How one axis of ``length`` (>= K) is cut into query tiles of ``tile`` (>= K) queries,
     each with a halo of ``tile + K - 1`` keys that holds the windows of all its queries.
@@ -90,20 +93,22 @@ def _axis_plan(length, kernel_size, tile, device):
         ``2K - 1`` (a -inf entry) where it is not. Padding queries use the nearest query's
         window.
     """
+    # computed once per size and device, on the CPU: no host-device synchronisation
     K, T, h = kernel_size, tile, kernel_size // 2
     o = next(o for o in range(0, -h - 1, -1) if (length - 1 - o) % T >= h)
     n = -(-(length - o) // T)
     S = T + K - 1
     q_pad = (-o, n * T + o - length)
     kv_pad = (h - o, n * T + K - 1 - (h - o) - length)
-    t0 = torch.arange(n, device=device)[:, None] * T + o
-    query = (t0 + torch.arange(T, device=device)).clamp(0, length - 1)  # (n, T)
-    key = (t0 - h + torch.arange(S, device=device))[:, None, :]  # (n, 1, S)
-    s = window_starts(length, K, device)[query][..., None]  # (n, T, 1)
+    t0 = torch.arange(n)[:, None] * T + o
+    query = (t0 + torch.arange(T)).clamp(0, length - 1)  # (n, T)
+    key = (t0 - h + torch.arange(S))[:, None, :]  # (n, 1, S)
+    s = window_starts(length, K)[query][..., None]  # (n, T, 1)
     inside = (key >= s) & (key < s + K)
     rel = torch.where(inside, key - query[..., None] + K - 1, 2 * K - 1)  # (n, T, S)
     rel, classes = torch.unique(rel.flatten(1), dim=0, return_inverse=True)
-    return dict(o=o, n=n, q_pad=q_pad, kv_pad=kv_pad, classes=classes, rel=rel.reshape(-1, T, S))
+    return dict(o=o, n=n, q_pad=q_pad, kv_pad=kv_pad, classes=classes.to(device),
+                rel=rel.reshape(-1, T, S).to(device))
 
 
 def tile_bias(rpb, rel_y, rel_x):
