@@ -1,4 +1,5 @@
 """tools/visualize_deformable.py, tools/analysis/get_flops.py and tools/benchmark.py."""
+import importlib.util
 import os.path as osp
 import subprocess
 import sys
@@ -241,3 +242,26 @@ def test_benchmark_deformable_block():
     diffs = out.split('max |diff| output ')[1]
     assert float(diffs.split(',')[0]) < 1e-4
     assert float(diffs.split('input grad ')[1].split()[0]) < 1e-4
+
+
+def test_benchmark_table(monkeypatch, capsys, tmp_path):
+    """``--table`` runs every setting's models alternately and prints one table (here one
+    small setting of three DAT-nano classifiers standing for DAT-T, DAT-T++ and Swin-T)."""
+    spec = importlib.util.spec_from_file_location('benchmark', osp.join(REPO, 'tools',
+                                                                        'benchmark.py'))
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    configs = []
+    for name, arch in (('a.py', 'nano'), ('b.py', 'nano++'), ('c.py', 'nano')):
+        (tmp_path / name).write_text(
+            f"_base_ = '{REPO}/configs/demo/dat_nano_shapes_cls.py'\n"
+            f"model = dict(backbone=dict(arch='{arch}'))\n")
+        configs.append(str(tmp_path / name))
+    monkeypatch.setattr(benchmark, 'TABLE', [('64 classification', (64, 64), 2, False,
+                                              configs)])
+    rows = benchmark.main(['--table', '--iters', '1', '--warmup', '0', '--device', 'cpu'])
+    out = capsys.readouterr().out
+    assert len(rows) == 1 and len(rows[0][2]) == 3
+    lines = [line for line in out.splitlines() if line.startswith('| 64 classification')]
+    assert [line.split(' | ')[1] for line in lines] == ['DAT-T', 'DAT-T++', 'Swin-T']
+    assert lines[-1].split(' | ')[3] == '1.00x'  # Swin-T against itself
