@@ -347,14 +347,9 @@ class DeformableAttention(BaseModule):
 
     def forward(self, x, hw_shape):
         """x: (B, L, C) tokens of an ``hw_shape`` map -> (B, L, C)."""
-        if x.dim() != 3 or x.shape[2] != self.embed_dims:
-            raise ValueError(f'DeformableAttention: input x must be (B, L, {self.embed_dims}) '
-                             f'tokens, got shape {tuple(x.shape)}')
+        check_tokens(self, x, hw_shape)
         B, L, C = x.shape
         H, W = hw_shape
-        if H * W != L:
-            raise ValueError(f'DeformableAttention: hw_shape {tuple(hw_shape)} does not match '
-                             f'the {L} tokens of input x')
         if self.check_finite:
             assert_finite(x, f'DeformableAttention: input x (shape {tuple(x.shape)}) holds NaN '
                           f'or Inf values; the network diverged or its input is corrupt')
@@ -401,6 +396,18 @@ def _pointwise(conv, tokens):
     return F.linear(tokens, conv.weight.flatten(1), conv.bias)
 
 
+def check_tokens(module, x, hw_shape):
+    """Raise a ``ValueError`` naming ``module`` unless ``x`` is (B, H*W, C) tokens of an
+    ``hw_shape`` (H, W) map with ``module.embed_dims`` channels."""
+    name, C = type(module).__name__, module.embed_dims
+    if x.dim() != 3 or x.shape[2] != C:
+        raise ValueError(f'{name}: input x must be (B, L, {C}) tokens, got shape '
+                         f'{tuple(x.shape)}')
+    if hw_shape[0] * hw_shape[1] != x.shape[1]:
+        raise ValueError(f'{name}: hw_shape {tuple(hw_shape)} does not match the '
+                         f'{x.shape[1]} tokens of input x')
+
+
 def assert_finite(x, message):
     """Raise ``ValueError(message)`` when ``x`` holds NaN or Inf.
 
@@ -444,5 +451,5 @@ def resize_rpe_table(table, size):
 
 
 __all__ = ['deformable_attention', 'deformable_position_bias', 'grid_axis', 'grid_points',
-           'GRIDS', 'sample', 'sampling_dtype', 'is_tracing', 'assert_finite',
+           'GRIDS', 'sample', 'sampling_dtype', 'is_tracing', 'assert_finite', 'check_tokens',
            'DeformableAttention', 'resize_fixed_bias', 'resize_rpe_table']

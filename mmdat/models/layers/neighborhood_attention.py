@@ -37,7 +37,7 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch.autograd.function import once_differentiable
 
-from .deformable_attention import is_tracing, sampling_dtype
+from .deformable_attention import check_tokens, is_tracing, sampling_dtype
 
 
 def window_starts(length, kernel_size, device=None):
@@ -316,14 +316,9 @@ class NeighborhoodAttention(BaseModule):
 
     def forward(self, x, hw_shape):
         """x: (B, L, C) tokens of an ``hw_shape`` map -> (B, L, C)."""
-        if x.dim() != 3 or x.shape[2] != self.embed_dims:
-            raise ValueError(f'NeighborhoodAttention: input x must be (B, L, {self.embed_dims})'
-                             f' tokens, got shape {tuple(x.shape)}')
+        check_tokens(self, x, hw_shape)
         B, L, C = x.shape
         H, W = hw_shape
-        if H * W != L:
-            raise ValueError(f'NeighborhoodAttention: hw_shape {tuple(hw_shape)} does not '
-                             f'match the {L} tokens of input x')
         K, M = self.kernel_size, self.num_heads
         x = x.reshape(B, H, W, C)
         # maps smaller than the kernel: zeros at the right/bottom, before the projection
