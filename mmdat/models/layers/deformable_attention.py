@@ -102,10 +102,11 @@ def deformable_position_bias(table, query_points, key_points):
     M = table.shape[0]
     # R = (q - k) / 2: continuous relative displacements, normalised to [-1, 1], in (x, y)
     # order. The points are flipped and halved, not the (B, G, Nq, Nk, 2) displacements
-    # (q / 2 - k / 2 is (q - k) / 2 exactly: halving a float is exact); the small key tensor
-    # is made contiguous, since R takes its layout and a permuted R would be copied whole.
+    # (q / 2 + (k * -0.5) is (q - k) / 2 exactly: halving and negating a float are exact); the
+    # keys are negated while small, so that R's gradient is summed before it is negated, and
+    # made contiguous, since R takes their layout and a permuted R would be copied whole.
     R = (query_points.flip(-1)[None, None, :, None, :] * 0.5
-         - key_points.flip(-1).contiguous()[:, :, None] * 0.5)
+         + key_points.flip(-1).contiguous()[:, :, None] * -0.5)
     tables = table.reshape(1, G, M // G, *table.shape[1:]).expand(B, -1, -1, -1, -1)
     bias = sample(tables.reshape(B * G, M // G, *table.shape[1:]), R.reshape(B * G, -1, Nk, 2),
                   xy=True)
