@@ -139,17 +139,70 @@ def _adaptive_pad_forward(self, x):
     return F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
 
 
+def _seg_upsample_forward(self, x):
+    """mmseg's Upsample.forward without ``int()`` of the traced sizes."""
+    size, sf = self.size, self.scale_factor
+    if not size:
+        if float(sf).is_integer():
+            size = [t * int(sf) for t in x.shape[-2:]]
+        else:  # not traceable: frozen at the example size
+            size = [int(t * sf) for t in x.shape[-2:]]
+    return F.interpolate(x, size, None, self.mode, self.align_corners)
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """``F.adaptive_avg_pool2d`` by its definition, bin ``i`` of an axis of length ``L`` split
+    in ``s`` covering ``[floor(i L / s), ceil((i + 1) L / s))``, with bounds computed from the
+    runtime size (ONNX has no adaptive pooling; the TorchScript exporter needs static sizes)."""
+    sh, sw = (output_size, output_size) if isinstance(output_size, int) else output_size
+    H, W = x.shape[-2:]
+    sh, sw = sh or H, sw or W
+    rows = []
+    for i in range(sh):
+        h0, h1 = (i * H) // sh, ((i + 1) * H + sh - 1) // sh
+        cols = []
+        for j in range(sw):
+            w0, w1 = (j * W) // sw, ((j + 1) * W + sw - 1) // sw
+            cols.append(x[..., h0:h1, w0:w1].mean(dim=(-2, -1), keepdim=True))
+        rows.append(torch.cat(cols, dim=-1))
+    return torch.cat(rows, dim=-2)
+
+
+def _adaptive_avg_pool_forward(self, x):
+    """nn.AdaptiveAvgPool2d.forward: a global mean for a 1x1 output, else
+    :func:`adaptive_avg_pool2d` (UperNet's pyramid pooling)."""
+    size = self.output_size
+    if size in (1, (1, 1)):
+        return x.mean(dim=(-2, -1), keepdim=True)
+    return adaptive_avg_pool2d(x, size)
+
+
+def _patch_targets():
+    from mmcv.cnn.bricks.transformer import AdaptivePadding
+    targets = [(AdaptivePadding, 'get_pad_shape', _adaptive_pad_shape),
+               (AdaptivePadding, 'forward', _adaptive_pad_forward),
+               (nn.AdaptiveAvgPool2d, 'forward', _adaptive_avg_pool_forward)]
+    try:
+        from mmseg.models.utils.wrappers import Upsample
+        targets.append((Upsample, 'forward', _seg_upsample_forward))
+    except ImportError:
+        pass
+    return targets
+
+
 @contextlib.contextmanager
 def export_patches():
-    """Shape arithmetic of OpenMMLab modules made traceable while exporting (restored after)."""
-    from mmcv.cnn.bricks.transformer import AdaptivePadding
-    saved = AdaptivePadding.get_pad_shape, AdaptivePadding.forward
-    AdaptivePadding.get_pad_shape = _adaptive_pad_shape
-    AdaptivePadding.forward = _adaptive_pad_forward
+    """Shape arithmetic of OpenMMLab modules (mmcv's AdaptivePadding, mmseg's Upsample) made
+    traceable while exporting; the original methods are restored after."""
+    saved = []
+    for cls, name, fn in _patch_targets():
+        saved.append((cls, name, cls.__dict__[name]))
+        setattr(cls, name, fn)
     try:
         yield
     finally:
-        AdaptivePadding.get_pad_shape, AdaptivePadding.forward = saved
+        for cls, name, fn in saved:
+            setattr(cls, name, fn)
 
 
 def dynamo_dims(example, size_divisor=32):
@@ -225,7 +278,7 @@ def export_onnx(module, example, out, output_names, dynamic=False, dynamo=False,
         except Exception as e:  # noqa: BLE001  (re-raised with the part that failed)
             parts = running()
             where = (' -> '.join(f'{n or "model"} ({t})' for n, t in parts[-3:])
-                     if parts else 'the wrapper around the model')
+                     if parts else 'the conversion of the traced graph to ONNX')
             exporter = 'dynamo (torch.export)' if dynamo else 'TorchScript'
             raise ExportError(f'the {exporter} ONNX exporter failed in {where}: '
                               f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}'

@@ -69,11 +69,10 @@ class DATShiftWindowMSA(ShiftWindowMSA):
         H, W = hw_shape
         ws, shift = self.window_size, self.shift_size
         x = query.reshape(B, H, W, C)
-        pad_r = (ws - W % ws) % ws
-        pad_b = (ws - H % ws) % ws
-        x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        Hp, Wp = x.shape[1], x.shape[2]
-        nh, nw = Hp // ws, Wp // ws
+        # windows per axis first, the padded size as their multiple (simpler for torch.export)
+        nh, nw = (H + ws - 1) // ws, (W + ws - 1) // ws
+        Hp, Wp = nh * ws, nw * ws
+        x = F.pad(x, (0, 0, 0, Wp - W, 0, Hp - H))
         mask = None
         if shift > 0:
             x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
