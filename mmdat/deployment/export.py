@@ -7,7 +7,7 @@ data preprocessor) and returns, per task (:data:`OUTPUT_NAMES`):
 * classification: ``logits`` (B, num_classes), the classifier's ``mode='tensor'`` output;
 * segmentation: ``seg_logits`` (B, num_classes, H, W), the decode head's logits resized to the
   input size as the segmentor's ``predict`` does (before the argmax);
-* detection: see :mod:`mmdat.deployment.detection`.
+* detection: not supported yet (:class:`ExportError`).
 
 With ``dynamic=True`` the batch, height and width are symbolic: DAT's window padding, shift
 masks, key grids and neighbourhood windows are computed from the runtime shapes
@@ -83,13 +83,6 @@ class SegmentorExport(nn.Module):
 
 def check_exportable(model, task):
     """Raise :class:`ExportError` naming the first part of ``model`` that cannot be exported."""
-    from mmdat.models.layers.ddetr_attention import DeformableDETRAttention
-    for name, module in model.named_modules():
-        if isinstance(module, DeformableDETRAttention):
-            raise ExportError(
-                f'{name} ({type(module).__name__}, stage layout letter "X"): Deformable DETR '
-                'attention runs mmcv\'s MultiScaleDeformableAttention kernel, which has no ONNX '
-                'form; this model cannot be exported')
     if task == 'segmentation':
         if type(model).__name__ != 'EncoderDecoder':
             raise ExportError(f'{type(model).__name__}: only EncoderDecoder segmentors can be '
@@ -107,8 +100,10 @@ def export_module(model, task):
     if task == 'segmentation':
         return SegmentorExport(model), OUTPUT_NAMES[task]
     if task == 'detection':
-        from .detection import detector_export
-        return detector_export(model)
+        raise ExportError(
+            f'{type(model).__name__} (detection): exporting detectors is not supported yet; '
+            'the backbone exports (DAT is traceable), but the detectors\' post-processing '
+            '(NMS, RoI heads) has no export path in mmdat')
     raise ExportError(f'unknown task {task!r}')
 
 
@@ -242,7 +237,18 @@ def _module_stack(model):
             h.remove()
 
 
-def export_onnx(module, example, out, output_names, dynamic=False, dynamo=False, opset=17,
+def add_metadata(path, cfg, task):
+    """Store the config (its text) and the task in the ONNX file, for
+    ``tools/deployment/onnx_inference.py``'s preprocessing and output decoding."""
+    import onnx
+    model = onnx.load(path)
+    for key, value in (('mmdat_task', task), ('mmdat_config', cfg.pretty_text)):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, path)
+
+
+def export_onnx(module, example, out, output_names, dynamic=False, dynamo=False, opset=None,
                 size_divisor=32, verbose=False):
     """Export ``module`` (images -> outputs) at the ``example`` input to the ONNX file ``out``.
 
@@ -250,6 +256,8 @@ def export_onnx(module, example, out, output_names, dynamic=False, dynamo=False,
         ExportError: naming the innermost module that was running when the exporter failed.
     """
     module = module.eval()
+    if opset is None:  # the dynamo exporter's lowest own opset is 18
+        opset = 18 if dynamo else 17
     dirname = osp.dirname(osp.abspath(out))
     if not osp.isdir(dirname):
         raise ExportError(f'output folder {dirname} does not exist')
