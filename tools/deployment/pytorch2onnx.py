@@ -3,7 +3,7 @@ outputs out), and check it against PyTorch in onnxruntime.
 
     python tools/deployment/pytorch2onnx.py CONFIG [--checkpoint CKPT] --out FILE
         [--shape H W] [--batch N] [--dynamic] [--dynamo] [--opset N] [--no-check]
-        [--cfg-options k=v ...]
+        [--bench N] [--cfg-options k=v ...]
 
 Outputs (graph names): classification ``logits`` (B, classes); segmentation ``seg_logits``
 (B, classes, H, W) at the input size. ``--dynamic``: one file for any batch and input size
@@ -37,6 +37,9 @@ def parse_args(argv=None):
                    help='ONNX opset (default: 17, with --dynamo 18)')
     p.add_argument('--no-check', action='store_true',
                    help='skip the onnxruntime vs PyTorch comparison')
+    p.add_argument('--bench', type=int, default=0, metavar='N',
+                   help='also time N forwards of onnxruntime and of PyTorch eager on the example '
+                   'input (after one warm-up each)')
     p.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE')
     return p.parse_args(argv)
 
@@ -82,6 +85,20 @@ def main(argv=None):
     for name, r in zip(names, ref):
         diff = float(np.abs(got[name] - r.numpy()).max())
         print(f'onnxruntime vs PyTorch, {name} {tuple(r.shape)}: max abs difference {diff:.2e}')
+    if args.bench:
+        def timed(fn):
+            fn()
+            t = time.perf_counter()
+            for _ in range(args.bench):
+                fn()
+            return 1000 * (time.perf_counter() - t) / args.bench
+
+        with torch.no_grad():
+            eager = timed(lambda: module(x))
+        ort = timed(lambda: session(x.numpy()))
+        print(f'time per forward of a {tuple(x.shape)} input ({torch.get_num_threads()} torch '
+              f'threads): onnxruntime {ort:.1f} ms, PyTorch eager {eager:.1f} ms '
+              f'({eager / ort:.2f}x)')
 
 
 if __name__ == '__main__':
