@@ -177,3 +177,15 @@ def test_tools_export_and_infer(tmp_path):
 def test_dat_t_classifier_dynamic_torchscript(tmp_path, overrides):
     _export_and_compare(tmp_path, CLS_T, overrides, (1, 3, 224, 224),
                         [(1, 3, 224, 224), (2, 3, 160, 192), (2, 3, 200, 232)], 1e-4)
+
+
+def test_upernet_static_dynamo(tmp_path):
+    torch.manual_seed(0)
+    _, task, model = build_export_model(UPERNET_NANO)
+    module, names = export_module(model, task)
+    out = str(tmp_path / 'model.onnx')
+    x = torch.randn(1, 3, 128, 96)
+    export_onnx(module, x, out, names, dynamo=True)
+    with torch.no_grad():
+        ref = module(x).numpy()
+    np.testing.assert_allclose(OnnxModel(out)(x.numpy())['seg_logits'], ref, rtol=0, atol=1e-3)
