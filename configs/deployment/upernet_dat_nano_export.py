@@ -1,5 +1,6 @@
 # A small UperNet (DAT-nano backbone, narrow heads) for the export tests and quick trials of
-# tools/deployment/pytorch2onnx.py; the full-size model is configs/segmentation/upernet_dat_t_160k.py.
+# tools/deployment/pytorch2onnx.py; the full-size model is
+# configs/segmentation/upernet_dat_t_160k.py.
 _base_ = '../segmentation/upernet_dat_t_160k.py'
 model = dict(
     backbone=dict(arch='nano', img_size=64, drop_path_rate=0., init_cfg=None),
