@@ -335,7 +335,7 @@ class DeformableAttention(BaseModule):
             return p
         # delta p <- s tanh(delta p), in units of one key cell's half-extent (2/Hk / 2)
         offset = self.offsets(q).to(dtype).tanh() * self.offset_range
-        offset = offset * offset.new_tensor([1.0 / Hk, 1.0 / Wk])
+        offset = scale_yx(offset, 1.0 / Hk, 1.0 / Wk)
         return p + offset.permute(0, 3, 1, 2, 4)
 
     def fixed_bias(self, H, W, Hk, Wk):
@@ -424,6 +424,14 @@ def assert_finite(x, message):
         torch._assert_async(torch.isfinite(x).all(), message)
     elif not torch.isfinite(x).all():
         raise ValueError(message)
+
+
+def scale_yx(t, sy, sx):
+    """``t * (sy, sx)`` over the last (y, x) axis. ``sy, sx`` may be sizes traced for export
+    (tensors or symbolic floats), which a ``new_tensor`` would freeze into constants."""
+    if isinstance(sy, float) and isinstance(sx, float):
+        return t * t.new_tensor([sy, sx])
+    return torch.stack([t[..., 0] * sy, t[..., 1] * sx], dim=-1)
 
 
 def is_tracing():

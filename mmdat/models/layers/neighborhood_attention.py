@@ -270,6 +270,20 @@ def tiled_neighborhood_attention(q, k, v, rpb, tile=(7, 7), max_chunk_elements=2
 
 
 # ----------------------------------------------------------------------------- module
+def pad_to_kernel(x, kernel_size):
+    """(B, H, W, C) zero-padded at the right/bottom to at least K x K. With sizes traced for
+    export (tensors) the padding ``max(K - size, 0)`` is computed at run time, so one graph
+    serves maps both smaller and larger than the kernel."""
+    H, W = x.shape[1], x.shape[2]
+    if isinstance(H, torch.Tensor):
+        return F.pad(x, (0, 0, 0, (kernel_size - W).clamp(min=0),
+                         0, (kernel_size - H).clamp(min=0)))
+    Hp, Wp = max(H, kernel_size), max(W, kernel_size)
+    if (Hp, Wp) != (H, W):
+        x = F.pad(x, (0, 0, 0, Wp - W, 0, Hp - H))
+    return x
+
+
 class NeighborhoodAttention(BaseModule):
     """Neighbourhood attention of DAT++'s N blocks, on (B, L, C) tokens of an (H, W) map.
 
@@ -320,11 +334,9 @@ class NeighborhoodAttention(BaseModule):
         B, L, C = x.shape
         H, W = hw_shape
         K, M = self.kernel_size, self.num_heads
-        x = x.reshape(B, H, W, C)
         # maps smaller than the kernel: zeros at the right/bottom, before the projection
-        Hp, Wp = max(H, K), max(W, K)
-        if (Hp, Wp) != (H, W):
-            x = F.pad(x, (0, 0, 0, Wp - W, 0, Hp - H))
+        x = pad_to_kernel(x.reshape(B, H, W, C), K)
+        Hp, Wp = x.shape[1], x.shape[2]
         qkv = self.qkv(x).reshape(B, Hp, Wp, 3, M, C // M).permute(3, 0, 4, 1, 2, 5)
         q, k, v = qkv.unbind(0)  # (B, M, Hp, Wp, d) each
         q = q * self.scale
