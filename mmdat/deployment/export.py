@@ -11,7 +11,7 @@ data preprocessor) and returns, per task (:data:`OUTPUT_NAMES`):
 
 With ``dynamic=True`` the batch, height and width are symbolic: DAT's window padding, shift
 masks, key grids and neighbourhood windows are computed from the runtime shapes
-(``mmdat.models.layers.window_attention.is_exporting``).
+(``mmdat.models.layers.deformable_attention.is_tracing``).
 """
 import contextlib
 import os.path as osp

@@ -373,7 +373,7 @@ class DeformableAttention(BaseModule):
     def _attention_fn(self, logits_size):
         impl = self.impl
         if impl == 'auto':
-            if torch.jit.is_tracing() or logits_size <= self.chunk_threshold:
+            if is_tracing() or logits_size <= self.chunk_threshold:
                 impl = 'reference'
             else:
                 impl = 'chunked'
@@ -435,9 +435,14 @@ def scale_yx(t, sy, sx):
 
 
 def is_tracing():
-    """True under ``torch.jit`` tracing/scripting or ``torch.compile``: no data checks there."""
-    compiling = getattr(getattr(torch, 'compiler', None), 'is_compiling', lambda: False)
-    return torch.jit.is_tracing() or torch.jit.is_scripting() or compiling()
+    """True while a graph is captured: ``torch.jit`` tracing or scripting (FLOP counting,
+    TorchScript export), ``torch.onnx.export``, ``torch.export`` (the dynamo ONNX exporter) or
+    ``torch.compile``. No data-dependent checks there, the attentions take their definitions'
+    paths, and shapes must come from the tensors, not Python ints."""
+    compiler = getattr(torch, 'compiler', None)
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+            or getattr(compiler, 'is_exporting', lambda: False)()
+            or getattr(compiler, 'is_compiling', lambda: False)())
 
 
 def resize_fixed_bias(table, src, dst):

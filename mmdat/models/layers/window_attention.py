@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from mmpretrain.models.utils.attention import ShiftWindowMSA
 from mmpretrain.models.utils.attention import WindowMSA as _WindowMSA
 
+from .deformable_attention import is_tracing
+
 
 class WindowMSA(_WindowMSA):
     """mmpretrain's WindowMSA (same parameters) computed with the fused SDPA kernel."""
@@ -35,16 +37,6 @@ class WindowMSA(_WindowMSA):
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B_, N, C)))
 
 
-def is_exporting():
-    """True while a graph is captured for export or compilation: ``torch.jit`` tracing or
-    scripting, ``torch.onnx.export``, ``torch.export`` (the dynamo ONNX exporter) or
-    ``torch.compile``. Shapes must then be computed from the tensors, not as Python ints."""
-    compiler = getattr(torch, 'compiler', None)
-    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
-            or getattr(compiler, 'is_exporting', lambda: False)()
-            or getattr(compiler, 'is_compiling', lambda: False)())
-
-
 def shift_window_regions(length, window_size, shift_size, device=None):
     """Region id (0, 1, 2) of each position of a padded axis for the shift mask: the slices
     ``[0, L-w)``, ``[L-w, L-s)``, ``[L-s, L)`` of mmpretrain's ``get_attn_mask``; ``length`` may
@@ -56,14 +48,14 @@ def shift_window_regions(length, window_size, shift_size, device=None):
 class DATShiftWindowMSA(ShiftWindowMSA):
     """mmpretrain's ShiftWindowMSA (same parameters and eager results) whose shapes, padding
     and shift mask come from the runtime tensors while a graph is exported (see
-    :func:`is_exporting`), so one exported graph serves any batch and map size.
+    ``is_tracing``), so one exported graph serves any batch and map size.
 
     mmpretrain computes them as Python ints, which a traced graph keeps as constants.
     Only ``pad_small_map=True`` (DAT's setting: the shift is never dropped) is supported here.
     """
 
     def forward(self, query, hw_shape):
-        if not is_exporting():
+        if not is_tracing():
             return super().forward(query, hw_shape)
         B, L, C = query.shape
         H, W = hw_shape
