@@ -4,8 +4,10 @@ Every config under ``configs/segmentation`` is mapped to its Table 5 row (read f
 ``mmdat/data/paper_tables.yaml`` through ``mmdat.utils.paper_tables``, never copied), built with
 mmseg's registry and measured with ``mmdat.utils.complexity`` (mmengine's counter, as mmseg's
 ``get_flops.py``: encoder + decode head at 512x2048, multiply-accumulates): parameters within
-1 M, FLOPs within 3 %. Counting at 512x2048 takes about a minute per model on a shared CPU:
-the DAT-T rows are counted by default, DAT-S/B and the Swin reference rows are ``slow``.
+1 M, FLOPs within 3 % (the two rows the paper's own figures put out of reach: our recorded
+count, ``mmdat.utils.paper.UNREACHABLE_FLOPS``). Counting at 512x2048 takes about a minute
+per model on a shared CPU: the DAT-T rows are counted by default, DAT-S/B and the Swin
+reference rows are ``slow``.
 Short real runs train each head a few iterations with ``tools/train.py`` on a generated
 ADE20K-layout dataset and evaluate the checkpoint with ``tools/test.py`` (mmseg's IoUMetric),
 plain and with ``--tta``.
@@ -22,28 +24,18 @@ from _seg_utils import (CONFIGS, REPO, SEG_CONFIGS, SWIN_CONFIGS, built, cli_opt
                         complexity, config_path, load, metafile_entry, metafile_models,
                         paper_row, printed_metrics, run_tool, short_run_options, table5_row)
 from mmdat.datasets.synthetic import make_segmentation
-from mmdat.utils import paper_tables
+from mmdat.utils import UNREACHABLE_FLOPS, paper_tables
 
 PARAMS_ABS = 1e6  # Table 5 prints whole millions
 FLOPS_REL = 0.03
-#: Table 5 rows no key downsample factor r reproduces within 3 % (README: r = 2 in stage 3
-#: gives -6.7 % / -7.0 %, r = 1 gives +25 % / +22 %; the UperNet rows of the same backbones
-#: are within 3 % at r = 2, and DAT-B's two rows are inconsistent with each other)
-NOT_REPRODUCIBLE = {
-    'semantic_fpn_dat_s_40k.py': 'DAT-S + SemanticFPN: -6.7 % at r = 2, +25 % at r = 1',
-    'semantic_fpn_dat_b_40k.py': 'DAT-B + SemanticFPN: -7.0 % at r = 2, +22 % at r = 1',
-}
+#: Table 5 rows whose FLOPs the paper's own figures put out of reach (no key downsampling r
+#: reproduces them; README): checked against our count as recorded, with the reason, in
+#: mmdat.utils.paper.UNREACHABLE_FLOPS (also read by tools/analysis/get_flops.py --paper and
+#: its tests, which check the record against the metafile)
+UNREACHABLE = {osp.basename(c): r for c, r in UNREACHABLE_FLOPS.items()
+               if r.table == 'table5_ade20k'}
 PROTOCOLS = paper_tables()['training_protocols']['ade20k']
 SIZE = {'DAT-T': 'T', 'DAT-S': 'S', 'DAT-B': 'B'}
-
-
-def flops_param(config):
-    marks = []
-    if CONFIGS[config][0] != 'DAT-T':
-        marks.append(pytest.mark.slow)
-    if config in NOT_REPRODUCIBLE:
-        marks.append(pytest.mark.xfail(strict=True, reason=NOT_REPRODUCIBLE[config]))
-    return pytest.param(config, marks=marks, id=config)
 
 
 # ------------------------------------------------------------------------------ the configs
@@ -120,15 +112,24 @@ def test_params_match_table5(config):
     assert metafile_entry(config)['Metadata']['Parameters'] == ours
 
 
-@pytest.mark.parametrize('config', [flops_param(c) for c in CONFIGS])
+def counted_param(config):
+    """DAT-T's rows are counted by default, DAT-S/B's are slow."""
+    return pytest.param(config, marks=[pytest.mark.slow] if CONFIGS[config][0] != 'DAT-T'
+                        else [], id=config)
+
+
+@pytest.mark.parametrize('config', [counted_param(c) for c in CONFIGS])
 def test_flops_match_table5(config):
     ours, paper = complexity(config)['flops'] / 1e9, paper_row(config)['flops']
-    assert ours == pytest.approx(paper, rel=FLOPS_REL), f'{config}: {ours:.1f} G vs {paper} G'
+    if config in UNREACHABLE:
+        record = UNREACHABLE[config]
+        assert ours == pytest.approx(record.flops, abs=0.01), (
+            f'{config}: {ours:.2f} G, recorded {record.flops} G ({record.reason})')
+    else:
+        assert ours == pytest.approx(paper, rel=FLOPS_REL), f'{config}: {ours:.1f} G vs {paper} G'
 
 
-@pytest.mark.parametrize('config', [
-    pytest.param(c, marks=[pytest.mark.slow] if CONFIGS[c][0] != 'DAT-T' else [])
-    for c in CONFIGS])
+@pytest.mark.parametrize('config', [counted_param(c) for c in CONFIGS])
 def test_metafile_flops_are_measured(config):
     measured = complexity(config)  # cached: counted once per session
     assert measured['shape'] == (512, 2048)

@@ -24,6 +24,19 @@ def _converter():
     return module
 
 
+def put_deformable(put, prefix, C, M, Cg, kernel, feat):
+    """The keys of one deformable attention (DAttentionBaseline), DAT and DAT++ alike."""
+    put(prefix + 'conv_offset.0.weight', Cg, 1, kernel, kernel)
+    put(prefix + 'conv_offset.0.bias', Cg)
+    put(prefix + 'conv_offset.1.norm.weight', Cg)
+    put(prefix + 'conv_offset.1.norm.bias', Cg)
+    put(prefix + 'conv_offset.3.weight', 2, Cg, 1, 1)
+    for proj in ('proj_q', 'proj_k', 'proj_v', 'proj_out'):
+        put(prefix + proj + '.weight', C, C, 1, 1)
+        put(prefix + proj + '.bias', C)
+    put(prefix + 'rpe_table', M, 2 * feat - 1, 2 * feat - 1)
+
+
 def authors_dat_t_state_dict(num_classes=1000):
     """Random tensors in the authors' DAT-T layout (dat_reference_numerics.md)."""
     g = torch.Generator().manual_seed(0)
@@ -54,17 +67,8 @@ def authors_dat_t_state_dict(num_classes=1000):
             put(p + 'linear2.weight', C, 4 * C)
             put(p + 'linear2.bias', C)
             a = f'stages.{i}.attns.{d}.'
-            if d % 2 == 1 and i >= 2:  # deformable
-                Cg = C // groups[i]
-                put(a + 'conv_offset.0.weight', Cg, 1, kernels[i], kernels[i])
-                put(a + 'conv_offset.0.bias', Cg)
-                put(a + 'conv_offset.1.norm.weight', Cg)
-                put(a + 'conv_offset.1.norm.bias', Cg)
-                put(a + 'conv_offset.3.weight', 2, Cg, 1, 1)
-                for proj in ('proj_q', 'proj_k', 'proj_v', 'proj_out'):
-                    put(a + proj + '.weight', C, C, 1, 1)
-                    put(a + proj + '.bias', C)
-                put(a + 'rpe_table', M, 2 * feat[i] - 1, 2 * feat[i] - 1)
+            if d % 2 == 1 and i >= 2:
+                put_deformable(put, a, C, M, C // groups[i], kernels[i], feat[i])
             else:  # local / shift-window
                 put(a + 'proj_qkv.weight', 3 * C, C)
                 put(a + 'proj_qkv.bias', 3 * C)
@@ -186,17 +190,8 @@ def authors_dat_pp_state_dict(dims=(64, 128, 256, 512), depths=(2, 4, 18, 2),
                 put(a + 'rpb', M, 13, 13)
                 put(a + 'proj.weight', C, C)
                 put(a + 'proj.bias', C)
-            else:  # deformable
-                Cg = C // groups[i]
-                put(a + 'conv_offset.0.weight', Cg, 1, kernels[i], kernels[i])
-                put(a + 'conv_offset.0.bias', Cg)
-                put(a + 'conv_offset.1.norm.weight', Cg)
-                put(a + 'conv_offset.1.norm.bias', Cg)
-                put(a + 'conv_offset.3.weight', 2, Cg, 1, 1)
-                for proj in ('proj_q', 'proj_k', 'proj_v', 'proj_out'):
-                    put(a + proj + '.weight', C, C, 1, 1)
-                    put(a + proj + '.bias', C)
-                put(a + 'rpe_table', M, 2 * feat[i] - 1, 2 * feat[i] - 1)
+            else:
+                put_deformable(put, a, C, M, C // groups[i], kernels[i], feat[i])
         for d in range(depths[i]):
             put(f'stages.{i}.local_perception_units.{d}.weight', C, 1, 3, 3)
             put(f'stages.{i}.local_perception_units.{d}.bias', C)

@@ -259,3 +259,26 @@ def test_dat_pp_flops(arch, size, gflops):
     info = get_model_complexity_info(model, input_shape=(3, size, size), show_table=False,
                                      show_arch=False)
     assert info['flops'] / 1e9 == pytest.approx(gflops, rel=0.02), info['flops_str']
+
+
+def test_attention_paths_from_the_config():
+    """``attn_impl`` / ``attn_chunk_size`` reach every attention; all paths give the same."""
+    x = torch.randn(1, 3, 96, 128)
+    outs = {}
+    for impl in ('auto', 'reference', dict(deformable='chunked', neighborhood='tiled')):
+        torch.manual_seed(0)
+        model = DAT('nano++', attn_impl=impl, attn_chunk_size=dict(deformable=1000))
+        kinds = {type(b.attn).__name__: b.attn for s in model.stages for b in s.blocks}
+        if isinstance(impl, str):
+            assert kinds['NeighborhoodAttention'].impl == impl
+        assert kinds['DeformableAttention'].chunk_size == 1000
+        outs[str(impl)] = model(x)
+    for out in outs.values():
+        for a, b in zip(out, outs['auto']):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match='attn_impl'):
+        DAT('nano++', attn_impl='chunked')
+    with pytest.raises(ValueError, match='neighborhood attention takes one of'):
+        DAT('nano++', attn_impl=dict(neighborhood='chunked'))
+    with pytest.raises(ValueError, match='attn_chunk_size'):
+        DAT('nano++', attn_chunk_size=0)

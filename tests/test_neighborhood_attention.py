@@ -67,10 +67,10 @@ def test_functions_equal_naive_loop(B, H, W, impl):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize('tile,chunk', [((7, 7), 1), ((4, 5), 3000), ((1, 7), 2**22),
-                                        ((3, 3), 5000), ((16, 16), 2**22)])
+@pytest.mark.parametrize('tile,chunk', [((7, 7), 1), ((7, 8), 3000), ((9, 7), 2**22),
+                                        ((11, 13), 5000), ((16, 16), 2**22)])
 def test_tiled_any_tile_and_chunking(tile, chunk):
-    """Tiles that overhang the map, one-row tiles, chunks of one tile row: same result."""
+    """Tiles that overhang the map, chunks of one tile row: same result."""
     q, k, v, rpb = _qkv(2, 2, 15, 22, 3, seed=1)
     ref = neighborhood_attention(q, k, v, rpb)
     out = tiled_neighborhood_attention(q, k, v, rpb, tile, chunk)
@@ -81,10 +81,31 @@ def test_tiled_any_tile_and_chunking(tile, chunk):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize('length', range(7, 31))
+def test_tiled_every_map_length(length):
+    """The regular tiles' offset keeps every clamped window inside its tile's halo, for any
+    length (the last tile's queries sit 0-6 rows into it)."""
+    q, k, v, rpb = _qkv(1, 1, length, 8, 2, seed=length)
+    ref = neighborhood_attention(q, k, v, rpb)
+    out = tiled_neighborhood_attention(q, k, v, rpb, (7, 7), max_chunk_elements=1)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    g = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad(out, (q, k, v, rpb), g),
+                    torch.autograd.grad(ref, (q, k, v, rpb), g)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_tiles_smaller_than_the_kernel_refused():
+    q, k, v, rpb = _qkv(1, 1, 9, 9, 2)
+    with pytest.raises(ValueError, match='at least the kernel size'):
+        tiled_neighborhood_attention(q, k, v, rpb, (5, 7))
+
+
 def test_gradcheck_float64():
-    q, k, v, rpb = _qkv(1, 1, 7, 8, 2, seed=2)
+    q, k, v, rpb = _qkv(1, 1, 9, 8, 2, seed=2)
     assert torch.autograd.gradcheck(
-        lambda *t: tiled_neighborhood_attention(*t, tile=(4, 4)), (q, k, v, rpb),
+        lambda *t: tiled_neighborhood_attention(*t, tile=(7, 7), max_chunk_elements=1),
+        (q, k, v, rpb),
         fast_mode=True)
     assert torch.autograd.gradcheck(neighborhood_attention, (q, k, v, rpb), fast_mode=True)
 

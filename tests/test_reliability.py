@@ -24,7 +24,7 @@ from test_converter import _converter, authors_dat_t_state_dict
 
 from mmdat.datasets import make_classification
 from mmdat.models.backbones import DAT
-from mmdat.models.layers import DeformableAttention
+from mmdat.models.layers import DeformableAttention, NeighborhoodAttention
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 NANO = DAT.arch_zoo['nano']
@@ -378,6 +378,27 @@ BAD = {
         _deform_forward(torch.randn(2, 16, 32), hw_shape=(4, 5)), ValueError, 'hw_shape'),
     'tokens of another width': (
         _deform_forward(torch.randn(2, 16, 48)), ValueError, r'\(B, L, 32\)'),
+    # DAT++
+    'DAT++: bounded offset range': (_nano(arch='nano++', offset_range=2.0), ValueError,
+                                    'offset_range .* < 0'),
+    'DAT++: unknown attention letter': (_nano(arch='nano++', stage_types=('ND', 'NQ', 'ND',
+                                                                          'DD')),
+                                        ValueError, 'layout of the letters'),
+    'DAT++: even neighbourhood kernel': (_nano(arch='nano++', neighborhood_kernel=6),
+                                         ValueError, 'neighborhood_kernel'),
+    'DAT++: unknown custom arch key': (
+        _nano(arch=dict(DAT.arch_zoo['nano++'], conv_ffn=True)), ValueError,
+        r"unknown keys \['conv_ffn'\]"),
+    'DAT++: unknown family': (_nano(arch=dict(NANO, family='dat3')), ValueError,
+                              'family must be one of'),
+    'DAT++: NaN in the image': (_forward(_NAN, arch='nano++'), ValueError, 'NaN or Inf'),
+    'DAT++: image too small': (_forward(torch.randn(1, 3, 20, 64), arch='nano++'), ValueError,
+                               'at least 32x32'),
+    'DAT++: wrong in_channels': (_forward(torch.randn(1, 1, 64, 64), arch='nano++'),
+                                 ValueError, 'in_channels'),
+    'DAT++: neighbourhood tokens not matching hw_shape': (
+        lambda: NeighborhoodAttention(32, 2)(torch.randn(1, 16, 32), (4, 5)), ValueError,
+        'hw_shape'),
 }
 
 
@@ -464,9 +485,10 @@ def _batch(n=2, size=64):
     return torch.randn(n, 3, size, size), samples
 
 
-def test_bf16_autocast_forward_and_training_step_stay_finite():
+@pytest.mark.parametrize('arch', ['nano', 'nano++'])
+def test_bf16_autocast_forward_and_training_step_stay_finite(arch):
     torch.manual_seed(0)
-    model = nano_classifier(drop_path_rate=0.1)
+    model = nano_classifier(drop_path_rate=0.1, arch=arch)
     model.init_weights()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x, samples = _batch()
@@ -538,3 +560,18 @@ def test_every_mmdat_config_replays_its_random_numbers_on_resume():
                if dict(type='ResumableRandomnessHook') not in Config.fromfile(p).get(
                    'custom_hooks', [])]
     assert not missing, f'configs without ResumableRandomnessHook: {missing}'
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('arch', ['nano', 'nano++'])
+def test_no_host_device_synchronisation_on_cuda(arch):
+    """The finiteness checks and the attention paths never block the CPU on the GPU."""
+    model = DAT(arch, out_indices=(0, 1, 2, 3)).cuda().train()
+    x = torch.randn(2, 3, 96, 128, device='cuda')
+    model(x)  # first call: the neighbourhood tiling plans are made (on the CPU) and cached
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        sum(o.mean() for o in model(x)).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)

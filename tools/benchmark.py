@@ -1,12 +1,13 @@
 """Throughput (images/s) and peak memory of a model, for inference and a training step.
 
-    python tools/benchmark.py CONFIG [--other CONFIG] [--batch N] [--shape H W] [--train]
+    python tools/benchmark.py CONFIG [--other CONFIG ...] [--batch N] [--shape H W] [--train]
         [--iters N] [--warmup N] [--backbone-only] [--device cpu|cuda] [--no-amp]
         [--cfg-options k=v ...] [--other-cfg-options k=v ...] [--profile ROWS]
     python tools/benchmark.py --block deformable [--shape H W] [--batch N] [--r R]
         [--iters N] [--warmup N] [--chunk-size N]
     python tools/benchmark.py --block neighborhood [--shape H W] [--batch N] [--iters N]
         [--warmup N] [--chunk-size N] [--with-reference]
+    python tools/benchmark.py --table [--iters N] [--warmup N] [--device cpu|cuda] [--no-amp]
 
 What is timed, on random inputs (already normalised: no data loading or preprocessing):
 
@@ -17,9 +18,9 @@ What is timed, on random inputs (already normalised: no data loading or preproce
 * training step (``--train``): the same forward in train mode, backward of the sum of the
   outputs' means, and an AdamW step (gradients set to None in between).
 
-``--warmup`` steps are run first and excluded. With ``--other``, the two models run
-alternately in the same process (step of A, step of B, ...), so both see the same machine
-load, and the ratio A/B of images/s is printed. On CUDA, forward/backward run under AMP
+``--warmup`` steps are run first and excluded. With ``--other``, the models run alternately
+in the same process (step of A, step of B, ...), so all see the same machine load, and the
+ratios of images/s and peak memory are printed for every pair of models. On CUDA, forward/backward run under AMP
 (float16 autocast, with a GradScaler for training) unless ``--no-amp``.
 
 Peak memory, measured for one step after the timed ones:
@@ -37,6 +38,10 @@ Peak memory, measured for one step after the timed ones:
 stage-3 tokens of an ``--shape`` (H W) image, forward + backward, with the straightforward
 (``impl='reference'``) and the memory-lean (``impl='chunked'``) attention; also checks that
 both give the same output and input gradient.
+
+``--table``: DAT-T, DAT-T++ and Swin-T (:data:`TABLE`) at 224 (the classifiers, batch 16), at
+800x1280 (the Mask R-CNN configs' backbones) and at 512x2048 (the UperNet configs' backbones),
+batch 1: inference and training step, images/s, peak memory, ratios to Swin-T, as one table.
 
 ``--block neighborhood``: DAT++'s neighbourhood attention (``NeighborhoodAttention``, kernel 7)
 on the stage-1 tokens of an ``--shape`` image (DAT-T++: 64 channels, 2 heads), forward +
@@ -210,8 +215,8 @@ def profile(step, device, rows):
 def benchmark_models(args):
     runners = [Runner(args.config, args.batch, args.shape, args.device, args.amp,
                       args.backbone_only, args.cfg_options)]
-    if args.other:
-        runners.append(Runner(args.other, args.batch, args.shape, args.device, args.amp,
+    for other in args.other or []:
+        runners.append(Runner(other, args.batch, args.shape, args.device, args.amp,
                               args.backbone_only, args.other_cfg_options))
     modes = [('inference', 'infer')] + ([('train step', 'train_step')] if args.train else [])
     print(f'device: {args.device}'
@@ -236,12 +241,60 @@ def benchmark_models(args):
             for r in runners:
                 print(f'--- {mode}, {r.name}: top {args.profile} ops by self time, one step')
                 print(profile(getattr(r, method), args.device, args.profile))
-        if len(runners) == 2:
-            a, b = (results[(r.name, mode)] for r in runners)
-            print(f'{mode:<11} ratio {runners[0].name} / {runners[1].name}: images/s '
-                  f'{a["images_per_s"] / b["images_per_s"]:.3f}, peak memory '
-                  f'{a["peak_bytes"] / max(b["peak_bytes"], 1):.3f}')
+        for i, first in enumerate(runners):
+            for other in runners[i + 1:]:
+                a, b = results[(first.name, mode)], results[(other.name, mode)]
+                print(f'{mode:<11} ratio {first.name} / {other.name}: images/s '
+                      f'{a["images_per_s"] / b["images_per_s"]:.3f}, peak memory '
+                      f'{a["peak_bytes"] / max(b["peak_bytes"], 1):.3f}')
     return results
+
+
+#: ``--table``: (setting, input (H, W), batch, backbone only, [DAT-T, DAT-T++, Swin-T configs])
+TABLE = [
+    ('224 classification', (224, 224), 16, False, [
+        'configs/classification/dat_t_in1k.py', 'configs/classification/dat_pp_t_in1k.py',
+        'mmpretrain::swin_transformer/swin-tiny_16xb64_in1k.py']),
+    ('800x1280 detection backbone', (800, 1280), 1, True, [
+        'configs/detection/mask_rcnn_dat_t_1x.py', 'configs/detection/mask_rcnn_dat_pp_t_1x.py',
+        'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py']),
+    ('512x2048 segmentation backbone', (512, 2048), 1, True, [
+        'configs/segmentation/upernet_dat_t_160k.py',
+        'configs/segmentation/upernet_dat_pp_t_160k.py',
+        'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py']),
+]
+MODEL_NAMES = ('DAT-T', 'DAT-T++', 'Swin-T')
+
+
+def benchmark_table(args):
+    """Every setting of :data:`TABLE`, its three models alternately; then one table."""
+    repo = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    rows = []
+    for setting, shape, batch, backbone_only, configs in TABLE:
+        print(f'=== {setting}')
+        configs = [c if '::' in c else osp.join(repo, c) for c in configs]
+        sub = argparse.Namespace(**dict(
+            vars(args), config=configs[0], other=configs[1:], shape=shape, batch=batch,
+            backbone_only=backbone_only, train=True, cfg_options=None,
+            other_cfg_options=None))
+        results = benchmark_models(sub)
+        names = [osp.basename(c.split('::')[-1]) for c in configs]
+        rows.append((setting, batch, [{m: results[(n, m)] for m in ('inference', 'train step')}
+                                      for n in names]))
+    print('\n| setting | model | inference img/s | vs Swin-T | training img/s | vs Swin-T '
+          '| training peak memory | vs Swin-T |')
+    print('|---|---|---|---|---|---|---|---|')
+    for setting, batch, models in rows:
+        swin = models[-1]
+        for name, r in zip(MODEL_NAMES, models):
+            inf, train = r['inference'], r['train step']
+            print(f'| {setting}, batch {batch} | {name} | {inf["images_per_s"]:.2f} | '
+                  f'{inf["images_per_s"] / swin["inference"]["images_per_s"]:.2f}x | '
+                  f'{train["images_per_s"]:.3f} | '
+                  f'{train["images_per_s"] / swin["train step"]["images_per_s"]:.2f}x | '
+                  f'{train["peak_bytes"] / 2**20:.0f} MiB | '
+                  f'{train["peak_bytes"] / max(swin["train step"]["peak_bytes"], 1):.2f}x |')
+    return rows
 
 
 # ------------------------------------------------------------------------------- block
@@ -358,7 +411,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', nargs='?', help='config file or pkg::path')
-    parser.add_argument('--other', help='a second config, run alternately with the first')
+    parser.add_argument('--other', nargs='+', metavar='CONFIG',
+                        help='more configs, run alternately with the first (ratios are '
+                        'printed for every pair)')
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--shape', nargs=2, type=int, metavar=('H', 'W'),
                         help="input size (default: the paper's for the config's task; "
@@ -376,10 +431,14 @@ def parse_args(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings of CONFIG')
     parser.add_argument('--other-cfg-options', nargs='+', action=DictAction,
-                        help='override settings of --other')
+                        help='override settings of the --other configs')
     parser.add_argument('--block', choices=['deformable', 'neighborhood'],
                         help='micro-benchmark one DAT-T stage-3 deformable block, or DAT++\'s '
                         'neighbourhood attention against WindowMSA, instead of a config')
+    parser.add_argument('--table', action='store_true',
+                        help='the whole comparison: DAT-T, DAT-T++ and Swin-T at 224 '
+                        '(classifier, batch 16), 800x1280 (detection backbone) and 512x2048 '
+                        '(segmentation backbone), inference and training step')
     parser.add_argument('--r', type=int, default=1, help='--block: key downsampling r')
     parser.add_argument('--impls', nargs='+', default=['reference', 'chunked'],
                         choices=['reference', 'chunked', 'auto'],
@@ -390,8 +449,8 @@ def parse_args(argv=None):
                         help="--block: the chunked path's bound on one chunk's logits "
                         '(elements; default: DeformableAttention.chunk_size)')
     args = parser.parse_args(argv)
-    if bool(args.config) == bool(args.block):
-        parser.error('give a CONFIG or --block')
+    if sum(map(bool, (args.config, args.block, args.table))) != 1:
+        parser.error('give a CONFIG, --block or --table')
     if args.iters < 1 or args.warmup < 0 or args.batch < 1:
         parser.error('--iters and --batch must be >= 1, --warmup >= 0')
     return args
@@ -400,6 +459,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     import mmdat  # noqa: F401
+    if args.table:
+        return benchmark_table(args)
     if args.block == 'neighborhood':
         return benchmark_neighborhood_block(args)
     if args.block:

@@ -9,12 +9,15 @@ the row says how: RetinaNet Swin-S is mmdet's RetinaNet Swin-T config with Swin-
 the Cascade Mask R-CNN Swin rows are our Cascade Mask R-CNN config with its backbone replaced
 by mmdet's ``SwinTransformer`` as mmdet's Mask R-CNN Swin-T config defines it (Swin-S/B
 depths/widths per the Swin paper).
+
+A row the paper's own figures put out of reach (:data:`~.paper.UNREACHABLE_FLOPS`) carries
+that record as ``unreachable``.
 """
 import os.path as osp
 from dataclasses import dataclass, field
 
 from .complexity import load_config, model_complexity, paper_shape
-from .paper import paper_tables, paper_tables_pp
+from .paper import UNREACHABLE_FLOPS, Unreachable, paper_tables, paper_tables_pp
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = osp.join(REPO, 'configs')
@@ -42,7 +45,8 @@ MMDET_SWIN_T = 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py'
 class Row:
     """One row: ``label`` in ``table``; ``config`` (+ ``overrides``) that we count;
     ``paper`` the paper's ``{'params': M, 'flops': G}`` (or None); ``note`` how a baseline
-    was adapted."""
+    was adapted; ``unreachable`` the record of a row whose FLOPs the paper's own figures put
+    out of reach (None for the others)."""
     table: str
     label: str
     config: str
@@ -50,6 +54,7 @@ class Row:
     paper: dict = None
     note: str = ''
     baseline: bool = False
+    unreachable: Unreachable = None
 
 
 def _cfg(*parts):
@@ -237,6 +242,11 @@ def paper_rows(tables=None):
             mapping = TABLE8 if t == '8' else TABLE9
             assert list(mapping) == entries['variants'], (table, entries['variants'])
             rows += [Row(table, v, _cfg('classification', mapping[v])) for v in mapping]
+    for row in rows:
+        if not row.baseline and osp.isabs(row.config):
+            record = UNREACHABLE_FLOPS.get(osp.relpath(row.config, REPO))
+            if record is not None and record.table == row.table:
+                row.unreachable = record
     return rows
 
 

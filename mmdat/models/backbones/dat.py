@@ -29,7 +29,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ...registry import register_model
 from ..layers.ddetr_attention import DeformableDETRAttention
 from ..layers.deformable_attention import (POS_ENCODINGS, DeformableAttention, LayerNorm2d,
-                                           is_tracing, resize_fixed_bias, resize_rpe_table)
+                                           assert_finite, resize_fixed_bias, resize_rpe_table)
 from ..layers.neighborhood_attention import NeighborhoodAttention
 from ..layers.spatial_reduction_attention import SpatialReductionAttention
 from ..layers.window_attention import WindowMSA, resize_window_bias_table, window_attention
@@ -247,6 +247,14 @@ class DAT(BaseModule):
         norm_eval (bool): keep the norm layers in eval mode during training (DAT has only
             LayerNorms, which behave the same in both modes; kept for API parity).
         with_cp (bool): activation checkpointing of every block.
+        attn_impl (str | dict): how the deformable and neighbourhood attentions are computed
+            (the result is the same): ``'auto'`` (default: the memory-lean paths, the
+            definitions under tracing) or ``'reference'`` for both, or a dict with keys
+            ``'deformable'`` (``'auto'``, ``'reference'``, ``'chunked'``: see
+            :class:`DeformableAttention`) and ``'neighborhood'`` (``'auto'``,
+            ``'reference'``, ``'tiled'``: see :class:`NeighborhoodAttention`).
+        attn_chunk_size (int | dict, optional): the lean paths' bound on one chunk's logits
+            (elements; default 2**22), for both or per kind as ``attn_impl``.
         init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint=..., prefix=...)``.
     """
 
@@ -304,6 +312,8 @@ class DAT(BaseModule):
                  frozen_stages=-1,
                  norm_eval=False,
                  with_cp=False,
+                 attn_impl='auto',
+                 attn_chunk_size=None,
                  init_cfg=None):
         super().__init__(init_cfg)
         self.arch_settings = self._parse_arch(arch)
@@ -428,6 +438,7 @@ class DAT(BaseModule):
                 na_cfg=dict(kernel_size=neighborhood_kernel),
                 block_cfg=dict(ffn=family['ffn'], lpu=family['lpu'])))
 
+        self._set_attention_paths(attn_impl, attn_chunk_size)
         self.num_features = dims
         for i in self.out_indices:
             self.add_module(f'norm{i}', build_norm_layer(dict(type='LN'), dims[i])[1])
@@ -477,6 +488,31 @@ class DAT(BaseModule):
                                  f'groups {g}')
         return dict(arch, family=family, family_settings=settings)
 
+    def _set_attention_paths(self, impl, chunk_size):
+        """Set ``impl`` and ``chunk_size`` of every deformable and neighbourhood attention."""
+        kinds = {'deformable': DeformableAttention, 'neighborhood': NeighborhoodAttention}
+        for name, value in (('attn_impl', impl), ('attn_chunk_size', chunk_size)):
+            if isinstance(value, Mapping) and set(value) - set(kinds):
+                raise ValueError(f'DAT: {name} keys must be among {tuple(kinds)}, got '
+                                 f'{sorted(value)}')
+        for kind, cls in kinds.items():
+            if isinstance(impl, Mapping):
+                kind_impl, valid = impl.get(kind, 'auto'), cls.IMPLS
+            else:  # one value for both kinds
+                kind_impl, valid = impl, ('auto', 'reference')
+            if kind_impl not in valid:
+                raise ValueError(f"DAT: attn_impl must be 'auto', 'reference' or a dict "
+                                 f'{{kind: impl}}; {kind} attention takes one of {cls.IMPLS}, '
+                                 f'got {impl!r}')
+            size = chunk_size.get(kind) if isinstance(chunk_size, Mapping) else chunk_size
+            if size is not None and (not _is_int(size) or size < 1):
+                raise ValueError(f'DAT: attn_chunk_size must be a positive int, got {size!r}')
+            for m in self.modules():
+                if isinstance(m, cls):
+                    m.impl = kind_impl
+                    if size is not None:
+                        m.chunk_size = size
+
     def _per_stage(self, value, name):
         if isinstance(value, (list, tuple)):
             if len(value) != self.num_stages:
@@ -501,9 +537,9 @@ class DAT(BaseModule):
             raise ValueError(f'DAT needs images of at least {self.min_input_size}x'
                              f'{self.min_input_size} pixels (its total stride), got '
                              f'{x.shape[2]}x{x.shape[3]}')
-        if self.check_finite and not is_tracing() and not torch.isfinite(x).all():
-            raise ValueError(f'DAT: the input images (shape {tuple(x.shape)}) hold NaN or Inf '
-                             f'values')
+        if self.check_finite:
+            assert_finite(x, f'DAT: the input images (shape {tuple(x.shape)}) hold NaN or Inf '
+                          f'values')
         x, hw_shape = self.patch_embed(x)
         outs = []
         for i, stage in enumerate(self.stages):

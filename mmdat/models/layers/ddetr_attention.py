@@ -31,6 +31,14 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import constant_init, xavier_init
 
 
+def divide_xy(t, width, height):
+    """``t / (width, height)`` over the last (x, y) axis; the sizes may be traced for export
+    (tensors or symbolic ints), which a ``new_tensor`` would freeze into constants."""
+    if isinstance(width, int) and isinstance(height, int):
+        return t / t.new_tensor([width, height])
+    return torch.stack([t[..., 0] / width, t[..., 1] / height], dim=-1)
+
+
 def reference_points(height, width, device=None, dtype=None):
     """Pixel centres of a ``height x width`` map in ``[0, 1]``, shape (H*W, 2), (x, y) order."""
     ys = (torch.arange(height, device=device, dtype=dtype) + 0.5) / height
@@ -118,7 +126,7 @@ class DeformableDETRAttention(BaseModule):
         offsets = self.sampling_offsets(x).reshape(B, L, M, K, 2)
         weights = self.attention_weights(x).reshape(B, L, M, K).softmax(-1)
         ref = reference_points(H, W, x.device, x.dtype)  # (L, 2) in [0, 1], (x, y)
-        locations = ref[None, :, None, None, :] + offsets / offsets.new_tensor([W, H])
+        locations = ref[None, :, None, None, :] + divide_xy(offsets, W, H)
         return self.output_proj(ddetr_attention(value, locations, weights))
 
     def extra_repr(self):

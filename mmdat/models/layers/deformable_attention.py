@@ -102,10 +102,11 @@ def deformable_position_bias(table, query_points, key_points):
     M = table.shape[0]
     # R = (q - k) / 2: continuous relative displacements, normalised to [-1, 1], in (x, y)
     # order. The points are flipped and halved, not the (B, G, Nq, Nk, 2) displacements
-    # (q / 2 - k / 2 is (q - k) / 2 exactly: halving a float is exact); the small key tensor
-    # is made contiguous, since R takes its layout and a permuted R would be copied whole.
+    # (q / 2 + (k * -0.5) is (q - k) / 2 exactly: halving and negating a float are exact); the
+    # keys are negated while small, so that R's gradient is summed before it is negated, and
+    # made contiguous, since R takes their layout and a permuted R would be copied whole.
     R = (query_points.flip(-1)[None, None, :, None, :] * 0.5
-         - key_points.flip(-1).contiguous()[:, :, None] * 0.5)
+         + key_points.flip(-1).contiguous()[:, :, None] * -0.5)
     tables = table.reshape(1, G, M // G, *table.shape[1:]).expand(B, -1, -1, -1, -1)
     bias = sample(tables.reshape(B * G, M // G, *table.shape[1:]), R.reshape(B * G, -1, Nk, 2),
                   xy=True)
@@ -217,11 +218,13 @@ class DeformableAttention(BaseModule):
             path when one block's full logits would exceed ``chunk_threshold`` elements,
             and the reference path under ``torch.jit`` tracing (FLOP counting).
         chunk_size (int): the chunked path's bound on one chunk's logits (elements).
-        check_finite (bool): raise a ``ValueError`` when the input holds NaN or Inf (one
-            reduction per call; skipped under ``torch.jit`` tracing and ``torch.compile``).
-            NaN/Inf sampled at the deformed points would spread over every query silently.
+        check_finite (bool): raise a ``ValueError`` when the input holds NaN or Inf
+            (:func:`assert_finite`: one reduction per call, queued without synchronisation on
+            CUDA, skipped under tracing and ``torch.compile``). NaN/Inf sampled at the
+            deformed points would spread over every query silently.
     """
 
+    IMPLS = ('auto', 'reference', 'chunked')
     impl = 'auto'
     check_finite = True
     chunk_threshold = 2**22
@@ -332,7 +335,7 @@ class DeformableAttention(BaseModule):
             return p
         # delta p <- s tanh(delta p), in units of one key cell's half-extent (2/Hk / 2)
         offset = self.offsets(q).to(dtype).tanh() * self.offset_range
-        offset = offset * offset.new_tensor([1.0 / Hk, 1.0 / Wk])
+        offset = scale_yx(offset, 1.0 / Hk, 1.0 / Wk)
         return p + offset.permute(0, 3, 1, 2, 4)
 
     def fixed_bias(self, H, W, Hk, Wk):
@@ -345,18 +348,12 @@ class DeformableAttention(BaseModule):
 
     def forward(self, x, hw_shape):
         """x: (B, L, C) tokens of an ``hw_shape`` map -> (B, L, C)."""
-        if x.dim() != 3 or x.shape[2] != self.embed_dims:
-            raise ValueError(f'DeformableAttention: input x must be (B, L, {self.embed_dims}) '
-                             f'tokens, got shape {tuple(x.shape)}')
+        check_tokens(self, x, hw_shape)
         B, L, C = x.shape
         H, W = hw_shape
-        if H * W != L:
-            raise ValueError(f'DeformableAttention: hw_shape {tuple(hw_shape)} does not match '
-                             f'the {L} tokens of input x')
-        if self.check_finite and not is_tracing() and not torch.isfinite(x).all():
-            raise ValueError(
-                f'DeformableAttention: input x (shape {tuple(x.shape)}) holds NaN or Inf '
-                'values; the network diverged or its input is corrupt')
+        if self.check_finite:
+            assert_finite(x, f'DeformableAttention: input x (shape {tuple(x.shape)}) holds NaN '
+                          f'or Inf values; the network diverged or its input is corrupt')
         # the 1x1 projections as linear maps of the tokens; q and x are (B, C, H, W) views
         q = _pointwise(self.proj_q, x).transpose(1, 2).reshape(B, C, H, W)
         x = x.transpose(1, 2).reshape(B, C, H, W)
@@ -376,7 +373,7 @@ class DeformableAttention(BaseModule):
     def _attention_fn(self, logits_size):
         impl = self.impl
         if impl == 'auto':
-            if torch.jit.is_tracing() or logits_size <= self.chunk_threshold:
+            if is_tracing() or logits_size <= self.chunk_threshold:
                 impl = 'reference'
             else:
                 impl = 'chunked'
@@ -400,10 +397,52 @@ def _pointwise(conv, tokens):
     return F.linear(tokens, conv.weight.flatten(1), conv.bias)
 
 
+def check_tokens(module, x, hw_shape):
+    """Raise a ``ValueError`` naming ``module`` unless ``x`` is (B, H*W, C) tokens of an
+    ``hw_shape`` (H, W) map with ``module.embed_dims`` channels."""
+    name, C = type(module).__name__, module.embed_dims
+    if x.dim() != 3 or x.shape[2] != C:
+        raise ValueError(f'{name}: input x must be (B, L, {C}) tokens, got shape '
+                         f'{tuple(x.shape)}')
+    if hw_shape[0] * hw_shape[1] != x.shape[1]:
+        raise ValueError(f'{name}: hw_shape {tuple(hw_shape)} does not match the '
+                         f'{x.shape[1]} tokens of input x')
+
+
+def assert_finite(x, message):
+    """Raise ``ValueError(message)`` when ``x`` holds NaN or Inf.
+
+    One reduction; skipped under tracing (FLOP counting, export), where a data-dependent check
+    would be frozen into the graph. On CUDA the check is queued on the stream instead
+    (``torch._assert_async``): no host-device synchronisation, and a failure surfaces as a
+    device-side assertion, with ``message``, at the next synchronisation (it ends the process's
+    CUDA context, as a diverged run would end anyway).
+    """
+    if is_tracing():
+        return
+    if x.is_cuda:
+        torch._assert_async(torch.isfinite(x).all(), message)
+    elif not torch.isfinite(x).all():
+        raise ValueError(message)
+
+
+def scale_yx(t, sy, sx):
+    """``t * (sy, sx)`` over the last (y, x) axis. ``sy, sx`` may be sizes traced for export
+    (tensors or symbolic floats), which a ``new_tensor`` would freeze into constants."""
+    if isinstance(sy, float) and isinstance(sx, float):
+        return t * t.new_tensor([sy, sx])
+    return torch.stack([t[..., 0] * sy, t[..., 1] * sx], dim=-1)
+
+
 def is_tracing():
-    """True under ``torch.jit`` tracing/scripting or ``torch.compile``: no data checks there."""
-    compiling = getattr(getattr(torch, 'compiler', None), 'is_compiling', lambda: False)
-    return torch.jit.is_tracing() or torch.jit.is_scripting() or compiling()
+    """True while a graph is captured: ``torch.jit`` tracing or scripting (FLOP counting,
+    TorchScript export), ``torch.onnx.export``, ``torch.export`` (the dynamo ONNX exporter) or
+    ``torch.compile``. No data-dependent checks there, the attentions take their definitions'
+    paths, and shapes must come from the tensors, not Python ints."""
+    compiler = getattr(torch, 'compiler', None)
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+            or getattr(compiler, 'is_exporting', lambda: False)()
+            or getattr(compiler, 'is_compiling', lambda: False)())
 
 
 def resize_fixed_bias(table, src, dst):
@@ -426,6 +465,5 @@ def resize_rpe_table(table, size):
 
 
 __all__ = ['deformable_attention', 'deformable_position_bias', 'grid_axis', 'grid_points',
-           'GRIDS', 'sample',
-           'sampling_dtype', 'is_tracing', 'DeformableAttention', 'resize_fixed_bias',
-           'resize_rpe_table']
+           'GRIDS', 'sample', 'sampling_dtype', 'is_tracing', 'assert_finite', 'check_tokens',
+           'DeformableAttention', 'resize_fixed_bias', 'resize_rpe_table']

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from mmpretrain.models.utils.attention import ShiftWindowMSA
 from mmpretrain.models.utils.attention import WindowMSA as _WindowMSA
 
+from .deformable_attention import is_tracing
+
 
 class WindowMSA(_WindowMSA):
     """mmpretrain's WindowMSA (same parameters) computed with the fused SDPA kernel."""
@@ -35,10 +37,55 @@ class WindowMSA(_WindowMSA):
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B_, N, C)))
 
 
+def shift_window_regions(length, window_size, shift_size, device=None):
+    """Region id (0, 1, 2) of each position of a padded axis for the shift mask: the slices
+    ``[0, L-w)``, ``[L-w, L-s)``, ``[L-s, L)`` of mmpretrain's ``get_attn_mask``; ``length`` may
+    be a traced size."""
+    i = torch.arange(length, device=device)
+    return (i >= length - window_size).long() + (i >= length - shift_size).long()
+
+
+class DATShiftWindowMSA(ShiftWindowMSA):
+    """mmpretrain's ShiftWindowMSA (same parameters and eager results) whose shapes, padding
+    and shift mask come from the runtime tensors while a graph is exported (see
+    ``is_tracing``), so one exported graph serves any batch and map size.
+
+    mmpretrain computes them as Python ints, which a traced graph keeps as constants.
+    Only ``pad_small_map=True`` (DAT's setting: the shift is never dropped) is supported here.
+    """
+
+    def forward(self, query, hw_shape):
+        if not is_tracing():
+            return super().forward(query, hw_shape)
+        B, L, C = query.shape
+        H, W = hw_shape
+        ws, shift = self.window_size, self.shift_size
+        x = query.reshape(B, H, W, C)
+        # windows per axis first, the padded size as their multiple (simpler for torch.export)
+        nh, nw = (H + ws - 1) // ws, (W + ws - 1) // ws
+        Hp, Wp = nh * ws, nw * ws
+        x = F.pad(x, (0, 0, 0, Wp - W, 0, Hp - H))
+        mask = None
+        if shift > 0:
+            x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
+            # the region ids of mmpretrain's img_mask: 3 * row region + column region
+            ids = (shift_window_regions(Hp, ws, shift, x.device)[:, None] * 3
+                   + shift_window_regions(Wp, ws, shift, x.device)[None, :])
+            ids = ids.reshape(nh, ws, nw, ws).permute(0, 2, 1, 3).reshape(-1, ws * ws)
+            mask = (ids[:, None, :] != ids[:, :, None]).to(x.dtype) * -100.0
+        windows = x.reshape(B, nh, ws, nw, ws, C).permute(0, 1, 3, 2, 4, 5)
+        windows = self.w_msa(windows.reshape(-1, ws * ws, C), mask=mask)
+        x = windows.reshape(B, nh, nw, ws, ws, C).permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, C)
+        if shift > 0:
+            x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
+        x = x[:, :H, :W, :].reshape(B, L, C)
+        return self.drop(x)
+
+
 def window_attention(embed_dims, num_heads, window_size, shifted):
     """Window attention of one DAT block; ``shifted`` uses the authors' shift ceil(w/2)."""
     shift = int(math.ceil(window_size / 2)) if shifted else 0
-    return ShiftWindowMSA(
+    return DATShiftWindowMSA(
         embed_dims=embed_dims, num_heads=num_heads, window_size=window_size, shift_size=shift,
         dropout_layer=dict(type='DropPath', drop_prob=0.), pad_small_map=True,
         window_msa=WindowMSA)
