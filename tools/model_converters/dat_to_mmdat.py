@@ -129,9 +129,8 @@ def infer_arch(state_dict):
             if a + 'conv_offset.0.weight' in state_dict:
                 kinds += 'D'
                 Cg, _, k, _ = state_dict[a + 'conv_offset.0.weight'].shape
-                heads_i = state_dict[a + 'rpe_table'].shape[0] if a + 'rpe_table' in \
-                    state_dict else None
                 rpe = state_dict.get(a + 'rpe_table')
+                heads_i = None if rpe is None else rpe.shape[0]
                 if rpe is not None and rpe.dim() == 3:
                     img_size = (rpe.shape[1] + 1) // 2 * 4 * 2**i
                 groups_i, kernel_i = dims[i] // Cg, k
@@ -194,7 +193,8 @@ def convert(src_state_dict):
     dense model's neck/head keys); raise ``KeyError`` naming unknown source keys."""
     src_state_dict = OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v)
                                  for k, v in src_state_dict.items())
-    if is_dense(src_state_dict):
+    dense = is_dense(src_state_dict)
+    if dense:
         backbone = OrderedDict((k[len('backbone.'):], v) for k, v in src_state_dict.items()
                                if k.startswith('backbone.'))
         rest = [k for k in src_state_dict if not k.startswith('backbone.')]
@@ -207,14 +207,14 @@ def convert(src_state_dict):
         other = []
     converted, skipped, unknown = convert_backbone(backbone)
     converted = OrderedDict((f'backbone.{k}', v) for k, v in converted.items())
-    skipped = [f'backbone.{k}' if is_dense(src_state_dict) else k for k in skipped]
+    skipped = [f'backbone.{k}' if dense else k for k in skipped]
     for key in heads:
         new_key = key
         for pattern, repl in _HEAD:
             if re.match(pattern, key):
                 new_key = re.sub(pattern, repl, key)
         converted[new_key] = src_state_dict[key]
-    unknown = [f'backbone.{k}' if is_dense(src_state_dict) else k for k in unknown] + other
+    unknown = [f'backbone.{k}' if dense else k for k in unknown] + other
     if unknown:
         raise KeyError(f'{len(unknown)} keys of the source checkpoint are not part of the '
                        f'authors\' DAT / DAT++ layouts: {unknown}')
