@@ -105,47 +105,67 @@ def separable_position_bias(table, query_ys, query_xs, key_points):
 POSITION_BIAS = ('grid_sample', 'separable')
 
 
-def _attend(q, k_t, v_t, points, rpe_table, attn_bias, query_points, num_heads, position_bias,
-            fused=False):
-    """Eq. 9 for one chunk of queries: q (B, C, n) at ``query_points`` -> (B, C, n).
+def _chunk_bias(points, rpe_table, attn_bias, query_points, num_heads, position_bias, Nk):
+    """The additive bias of one chunk of queries, (B or 1, M, n, Nk), or None.
 
-    k_t and v_t are the keys and values, (B, M, Nk, d). ``query_points`` is the (n, 2) (y, x)
-    of the chunk's queries, or for the separable bias the (ys, xs) of the whole rows it covers.
-    ``fused``: when no gradient is needed, in float32 or float64 without autocast, the logits,
-    softmax and weighted sum run as one ``scaled_dot_product_attention`` with the bias as its
-    mask (same maths; about 1.6x faster on CPU, and the logits are never stored).
+    ``query_points`` is the (n, 2) (y, x) of the chunk's queries, or for the separable bias
+    the (ys, xs) of the whole rows it covers; ``attn_bias`` is already the chunk's slice.
     """
-    B, C, n = q.shape
-    M, d, Nk = num_heads, C // num_heads, k_t.shape[2]
     bias = None
     if rpe_table is not None:
-        key_points = points.reshape(B, points.shape[1], Nk, 2)
+        key_points = points.reshape(points.shape[0], points.shape[1], Nk, 2)
         if position_bias == 'separable':
             bias = separable_position_bias(rpe_table, *query_points, key_points)
         else:
             bias = deformable_position_bias(rpe_table, query_points, key_points)
     if attn_bias is not None:  # (1 or B, M, n, Nk)
         bias = attn_bias if bias is None else bias + attn_bias
-    q = q.reshape(B, M, d, n).transpose(2, 3)
-    full_precision = (q.dtype in (torch.float32, torch.float64)
-                      and not torch.is_autocast_enabled(q.device.type))
-    if full_precision and (bias is None or bias.dtype == q.dtype):
-        if fused:
-            z = F.scaled_dot_product_attention(q, k_t, v_t, attn_mask=bias)
-            return z.transpose(2, 3).reshape(B, C, n)
-        # q k^T / sqrt(d) + bias, the bias added in place: no logits-sized copy (matmul's
-        # result is not an autograd view, and its backward does not need it)
-        logits = torch.matmul(q * d**-0.5, k_t.transpose(2, 3))  # (B, M, n, Nk)
+    return bias
+
+
+def _full_precision(q):
+    """float32/float64 without autocast: the fused kernel applies (and the bias is added in
+    the logits' own precision)."""
+    return (q.dtype in (torch.float32, torch.float64)
+            and not torch.is_autocast_enabled(q.device.type))
+
+
+def _probabilities(q, k, bias):
+    """softmax(q k^T / sqrt(d) + bias) of one chunk, in at least float32 (the reference path's
+    precision: in half precision the logits are promoted before the bias is added)."""
+    logits = torch.matmul(q, k.transpose(-1, -2))
+    if _full_precision(q) and (bias is None or bias.dtype == logits.dtype):
+        logits.mul_(q.shape[-1]**-0.5)  # in place: no logits-sized copies
         if bias is not None:
             logits.add_(bias)
-    else:  # as the reference path: a half-precision q k^T gets the bias added in >= float32
-        logits = torch.matmul(q, k_t.transpose(2, 3)) * d**-0.5
+    else:
+        logits = logits * q.shape[-1]**-0.5
         if bias is not None:
             logits = logits + bias
-    attn = logits.to(sampling_dtype(logits.dtype)).softmax(dim=-1).to(v_t.dtype)
-    # z^T = attn v^T, (B, M, n, d): the gradients of attn and v^T come back contiguous
-    z = torch.matmul(attn, v_t)
-    return z.transpose(2, 3).reshape(B, C, n)
+    return logits.to(sampling_dtype(logits.dtype)).softmax(dim=-1)
+
+
+def _attend(q, k, v, bias):
+    """Eq. 9 for one chunk: softmax(q k^T / sqrt(d) + bias) v, q (B, M, n, d) -> (B, M, n, d).
+
+    In float32/float64 without autocast, one ``scaled_dot_product_attention`` with the bias as
+    its mask (same maths, the logits never stored); it takes the fast fused kernel when the
+    last dimensions of q, k and v are contiguous, which the callers ensure.
+    """
+    if _full_precision(q) and (bias is None or bias.dtype == q.dtype):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    return torch.matmul(_probabilities(q, k, bias).to(v.dtype), v)
+
+
+def _softmax_grad(p, dp):
+    """dS = P * (dP - rowsum(dP * P)), the gradient of the logits of the softmax P from that
+    of P, in place of ``dp``; in P's precision (the row sum is not autocast)."""
+    with torch.autocast(p.device.type, enabled=False):
+        return dp.sub_(torch.linalg.vecdot(dp, p).unsqueeze(-1)).mul_(p)
+
+
+def _last_dim_contiguous(t):
+    return t if t.stride(-1) == 1 else t.contiguous()
 
 
 def chunked_deformable_attention(q, x, points, w_k, b_k, w_v, b_v, num_heads, rpe_table=None,
@@ -159,6 +179,9 @@ def chunked_deformable_attention(q, x, points, w_k, b_k, w_v, b_v, num_heads, rp
     ``position_bias`` picks how the deformable bias is interpolated: ``'grid_sample'`` (the
     default, fastest on CPU) or ``'separable'`` (:func:`separable_position_bias`); both give
     the same values and gradients.
+
+    The result is a (B, C, H, W) view of channels-last memory, the layout of the tokens:
+    ``z.flatten(2).transpose(1, 2)`` is contiguous.
     """
     if position_bias not in POSITION_BIAS:
         raise ValueError(f'chunked_deformable_attention: position_bias must be one of '
@@ -167,13 +190,15 @@ def chunked_deformable_attention(q, x, points, w_k, b_k, w_v, b_v, num_heads, rp
     Nk = points.shape[2] * points.shape[3]
     k, v = deformed_keys_values(x, points, w_k, b_k, w_v, b_v)
     M, d = num_heads, C // num_heads
-    k_t, v_t = (t.reshape(B, M, d, Nk).transpose(2, 3).contiguous() for t in (k, v))
+    # (B, M, N, d) heads with contiguous channels: a view when q is a (B, C, H, W) view of
+    # (B, H*W, C) tokens, as DeformableAttention passes it
+    q = _last_dim_contiguous(q.reshape(B, M, d, H * W).transpose(2, 3))
+    k, v = (t.reshape(B, M, d, Nk).transpose(2, 3).contiguous() for t in (k, v))
     query_points = grid_points(H, W, q.device, sampling_dtype(points.dtype),
                                query_grid)  # (H, W, 2)
     per_chunk = max(1, max_chunk_elements // (B * num_heads * Nk))
     if position_bias == 'separable':  # whole rows
         per_chunk = W * max(1, per_chunk // W)
-    q = q.flatten(2)
     chunks = []
     for start in range(0, H * W, per_chunk):
         chunk = slice(start, min(H * W, start + per_chunk))
@@ -182,64 +207,95 @@ def chunked_deformable_attention(q, x, points, w_k, b_k, w_v, b_v, num_heads, rp
             chunks.append((chunk, (query_points[rows, 0, 0], query_points[0, :, 1])))
         else:
             chunks.append((chunk, query_points.reshape(H * W, 2)[chunk]))
-    z = _ChunkedAttention.apply(q, k_t, v_t, points, rpe_table, attn_bias, chunks, num_heads,
-                                position_bias)
-    return z.reshape(B, C, H, W)
+    z = _ChunkedAttention.apply(q, k, v, points, rpe_table, attn_bias, chunks, num_heads,
+                                position_bias)  # (B, N, M, d)
+    return z.reshape(B, H, W, C).permute(0, 3, 1, 2)
 
 
 class _ChunkedAttention(torch.autograd.Function):
     """Eq. 9 chunk by chunk of queries, keeping no chunk's tensors for the backward pass.
 
-    The backward pass recomputes each chunk (as activation checkpointing would) and adds its
-    gradients in place into buffers made once, before the loop. So the memory in use is that
-    of the inputs plus one chunk, and every chunk finds the C allocator's heap as the last one
-    left it: no per-chunk gradient of the whole query map to scatter, and no heap growth
-    from chunk tensors interleaved with long-lived ones.
+    Inputs q (B, M, N, d), k and v (B, M, Nk, d); output z (B, N, M, d), the tokens' layout.
+    The backward pass recomputes each chunk's attention probabilities ``P`` (one product and
+    the bias) and applies the gradient formulas of softmax attention:
+
+        dV += P^T dZ,   dP = dZ V^T,   dS = P * (dP - rowsum(dP * P)),
+        dQ = dS K / sqrt(d),   dK += dS^T Q / sqrt(d),   d(bias) = dS,
+
+    the bias's gradient going to the table and the points through the bias function's own
+    backward. Gradients are written in
+    place into buffers made once, so the memory in use is that of the inputs plus one chunk.
     """
 
     @staticmethod
-    def forward(ctx, q, k_t, v_t, points, rpe_table, attn_bias, chunks, num_heads,
-                position_bias):
-        ctx.save_for_backward(q, k_t, v_t, points, rpe_table, attn_bias)
+    def forward(ctx, q, k, v, points, rpe_table, attn_bias, chunks, num_heads, position_bias):
+        Nk = k.shape[2]
+        z = None
+        for chunk, query_points in chunks:
+            bias = _chunk_bias(points, rpe_table,
+                               None if attn_bias is None else attn_bias[:, :, chunk],
+                               query_points, num_heads, position_bias, Nk)
+            z_chunk = _attend(q[:, :, chunk], k, v, bias)
+            if z is None:
+                B, M, N, d = q.shape
+                z = z_chunk.new_empty(B, N, M, d)
+            z[:, chunk] = z_chunk.transpose(1, 2)
+        ctx.save_for_backward(q, k, v, points, rpe_table, attn_bias)
         ctx.chunks, ctx.num_heads, ctx.position_bias = chunks, num_heads, position_bias
         ctx.device_type = q.device.type
         ctx.autocast = (torch.is_autocast_enabled(ctx.device_type),
                         torch.get_autocast_dtype(ctx.device_type))
-        z = None
-        for chunk, query_points in chunks:
-            z_chunk = _attend(q[:, :, chunk], k_t, v_t, points, rpe_table,
-                              None if attn_bias is None else attn_bias[:, :, chunk],
-                              query_points, num_heads, position_bias, fused=True)
-            if z is None:
-                z = z_chunk.new_empty(q.shape)
-            z[:, :, chunk] = z_chunk
         return z
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_z):
-        inputs = ctx.saved_tensors  # q, k_t, v_t, points, rpe_table, attn_bias
-        needed = [i for i, need in enumerate(ctx.needs_input_grad[:6]) if need]
-        grads = [None] * 6
-        for i in needed:  # q's gradient is written chunk by chunk, the others summed
-            grads[i] = (torch.empty_like if i == 0 else torch.zeros_like)(inputs[i])
+        q, k, v, points, rpe_table, attn_bias = ctx.saved_tensors
+        need_q, need_k, need_v, need_points, need_table, need_bias = ctx.needs_input_grad[:6]
+        scale = q.shape[-1]**-0.5
+        acc = sampling_dtype(k.dtype)  # k and v gradients are sums over the chunks
+        B, M, N, d = q.shape
+        dq = q.new_empty(B, N, M, d).transpose(1, 2) if need_q else None  # the tokens' layout
+        dk = torch.zeros(k.shape, dtype=acc, device=k.device) if need_k else None
+        dv = torch.zeros(v.shape, dtype=acc, device=v.device) if need_v else None
+        d_bias = torch.zeros_like(attn_bias) if need_bias else None
+        # the position bias's inputs, whose gradients its own backward gives (grid_sample's);
+        # without a table the points are not used here (only for the keys and values)
+        leaves = [None if rpe_table is None else t.detach().requires_grad_(need)
+                  for t, need in ((points, need_points), (rpe_table, need_table))]
+        wrt = [t for t in leaves if t is not None and t.requires_grad]
+        wrt_grads = [torch.zeros_like(t) for t in wrt]
         enabled, dtype = ctx.autocast
         for chunk, query_points in ctx.chunks:
-            chunk_inputs = [t[:, :, chunk] if i in (0, 5) and t is not None else t
-                            for i, t in enumerate(inputs)]
-            leaves = [t.detach().requires_grad_(i in needed) if t is not None else None
-                      for i, t in enumerate(chunk_inputs)]
-            with torch.enable_grad(), torch.autocast(ctx.device_type, dtype, enabled):
-                z_chunk = _attend(*leaves, query_points, ctx.num_heads, ctx.position_bias)
-            chunk_grads = torch.autograd.grad(z_chunk, [leaves[i] for i in needed],
-                                              grad_z[:, :, chunk], allow_unused=True)
-            for i, g in zip(needed, chunk_grads):
-                if g is None:  # the points without a position bias: used for k, v only
-                    continue
-                if i == 0:
-                    grads[0][:, :, chunk] = g
-                elif i == 5:
-                    grads[5][:, :, chunk] += g
-                else:
-                    grads[i] += g
-        return (*grads, None, None, None)
+            q_c = q[:, :, chunk]
+            dz = grad_z[:, chunk].transpose(1, 2)  # (B, M, n, d)
+            with torch.enable_grad():  # the position bias, as a graph back to its inputs
+                pos_bias = _chunk_bias(*leaves, None, query_points, ctx.num_heads,
+                                       ctx.position_bias, k.shape[2])
+            bias = None if pos_bias is None else pos_bias.detach()
+            if attn_bias is not None:
+                bias = attn_bias[:, :, chunk] if bias is None else bias + attn_bias[:, :, chunk]
+            with torch.no_grad(), torch.autocast(ctx.device_type, dtype, enabled):
+                p = _probabilities(q_c, k, bias)
+                p_v = p.to(v.dtype)
+                if need_v:
+                    dv += torch.matmul(p_v.transpose(-1, -2), dz)
+                ds = _softmax_grad(p, torch.matmul(dz, v.transpose(-1, -2)).to(p.dtype))
+                del p, p_v
+                ds_k = ds.to(k.dtype)
+                if need_q:
+                    dq[:, :, chunk] = torch.matmul(ds_k, k).mul_(scale)
+                if need_k:
+                    dk += torch.matmul(ds_k.transpose(-1, -2), q_c).mul_(scale)
+                if need_bias:
+                    d_bias[:, :, chunk] += ds.sum_to_size(d_bias[:, :, chunk].shape)
+            if wrt:
+                for g, new in zip(wrt_grads, torch.autograd.grad(
+                        pos_bias, wrt, ds.to(pos_bias.dtype), allow_unused=True)):
+                    if new is not None:
+                        g += new
+        wrt_grads = iter(wrt_grads)
+        d_points, d_table = (next(wrt_grads) if t is not None and t.requires_grad else None
+                             for t in leaves)
+        return (dq, None if dk is None else dk.to(k.dtype), None if dv is None else dv.to(v.dtype),
+                d_points, d_table, d_bias, None, None, None)

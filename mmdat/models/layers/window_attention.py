@@ -6,6 +6,7 @@ a :class:`WindowMSA` that runs the fused ``scaled_dot_product_attention`` kernel
 position bias and the shift mask form its additive mask). Under ``torch.jit`` tracing (FLOP
 counting) the explicit matmul path of mmpretrain is used, so the counter sees the products.
 """
+import functools
 import math
 
 import torch
@@ -45,18 +46,98 @@ def shift_window_regions(length, window_size, shift_size, device=None):
     return (i >= length - window_size).long() + (i >= length - shift_size).long()
 
 
-class DATShiftWindowMSA(ShiftWindowMSA):
-    """mmpretrain's ShiftWindowMSA (same parameters and eager results) whose shapes, padding
-    and shift mask come from the runtime tensors while a graph is exported (see
-    ``is_tracing``), so one exported graph serves any batch and map size.
+@functools.lru_cache(maxsize=64)
+def window_plan(H, W, window_size, shift_size, device):
+    """How the tokens of an H x W map go into windows, as mmpretrain's ShiftWindowMSA puts
+    them: the map zero-padded (bottom, right) to window multiples, rolled by ``-shift_size``
+    on both axes, cut into ``window_size``-square windows.
 
-    mmpretrain computes them as Python ints, which a traced graph keeps as constants.
-    Only ``pad_small_map=True`` (DAT's setting: the shift is never dropped) is supported here.
+    Returns:
+        tuple: ``gather`` (nW*w*w,) the token index of each window slot (0 for padding),
+        ``padding`` (P,) the slots that hold padding, ``scatter`` (H*W,) the slot of each
+        token, and the shift ``mask`` (nW, w*w, w*w) (-100 between pixels of different
+        regions, ``None`` without shift), all on ``device``.
+    """
+    ws, shift = window_size, shift_size
+    Hp, Wp = -(-H // ws) * ws, -(-W // ws) * ws
+    # the rolled, padded map: slot (y', x') holds pixel ((y' + shift) % Hp, (x' + shift) % Wp)
+    ys = (torch.arange(Hp) + shift) % Hp
+    xs = (torch.arange(Wp) + shift) % Wp
+    token = torch.where((ys[:, None] < H) & (xs[None, :] < W), ys[:, None] * W + xs[None, :],
+                        -1)
+
+    def windows(t):  # (Hp, Wp) -> (nW * ws * ws,) in window order
+        return t.reshape(Hp // ws, ws, Wp // ws, ws).transpose(1, 2).reshape(-1)
+
+    slots = windows(token)
+    padding = (slots < 0).nonzero().flatten()
+    scatter = torch.empty(H * W, dtype=torch.long)
+    valid = slots >= 0
+    scatter[slots[valid]] = valid.nonzero().flatten()
+    mask = None
+    if shift > 0:
+        ids = windows(shift_window_regions(Hp, ws, shift)[:, None] * 3
+                      + shift_window_regions(Wp, ws, shift)[None, :]).reshape(-1, ws * ws)
+        mask = (ids[:, None, :] != ids[:, :, None]).float() * -100.0
+        mask = mask.to(device)
+    return slots.clamp(min=0).to(device), padding.to(device), scatter.to(device), mask
+
+
+def _regroup(x, index, zeros):
+    """``x[:, index]``, rows ``zeros`` of the result set to 0."""
+    y = x.index_select(1, index)
+    if zeros is not None and zeros.numel():
+        y.index_fill_(1, zeros, 0)
+    return y
+
+
+class _Regroup(torch.autograd.Function):
+    """``y = x[:, index]`` with ``y[:, zeros] = 0``, where ``index`` maps the rows of y
+    outside ``zeros`` one to one onto the rows of x, and ``inverse`` / ``inverse_zeros`` are
+    the inverse map. The gradient is then a gather too, ``dy[:, inverse]`` (rows
+    ``inverse_zeros`` zero), instead of ``index_select``'s scatter-add."""
+
+    @staticmethod
+    def forward(ctx, x, index, zeros, inverse, inverse_zeros):
+        ctx.save_for_backward(index, zeros, inverse, inverse_zeros)
+        return _regroup(x, index, zeros)
+
+    @staticmethod
+    def backward(ctx, grad):
+        index, zeros, inverse, inverse_zeros = ctx.saved_tensors
+        return _Regroup.apply(grad, inverse, inverse_zeros, index, zeros), None, None, None, None
+
+
+class DATShiftWindowMSA(ShiftWindowMSA):
+    """mmpretrain's ShiftWindowMSA (same parameters and results), its windows made by one
+    gather and unmade by another.
+
+    mmpretrain pads, rolls and partitions the map (three copies), and reverses, rolls back
+    and crops it (three more); here one ``index_select`` with a :func:`window_plan` made once
+    per map size puts the tokens into windows (padding slots zeroed), one takes them back,
+    and the gradients are the inverse gathers (:class:`_Regroup`).
+
+    While a graph is exported (see ``is_tracing``) the shapes, padding and shift mask come
+    from the runtime tensors, so one exported graph serves any batch and map size (mmpretrain
+    computes them as Python ints, which a traced graph keeps as constants). Only
+    ``pad_small_map=True`` (DAT's setting: the shift is never dropped) is supported.
     """
 
     def forward(self, query, hw_shape):
-        if not is_tracing():
-            return super().forward(query, hw_shape)
+        if is_tracing():
+            return self._traced_forward(query, hw_shape)
+        B, L, C = query.shape
+        H, W = hw_shape
+        if L != H * W:
+            raise ValueError(f'{type(self).__name__}: hw_shape {tuple(hw_shape)} does not '
+                             f'match the {L} tokens of the query')
+        ws = self.window_size
+        gather, padding, scatter, mask = window_plan(H, W, ws, self.shift_size, query.device)
+        windows = _Regroup.apply(query, gather, padding, scatter, None)
+        windows = self.w_msa(windows.view(-1, ws * ws, C), mask=mask)
+        return self.drop(_Regroup.apply(windows.view(B, -1, C), scatter, None, gather, padding))
+
+    def _traced_forward(self, query, hw_shape):
         B, L, C = query.shape
         H, W = hw_shape
         ws, shift = self.window_size, self.shift_size
