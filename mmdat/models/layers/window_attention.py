@@ -27,10 +27,12 @@ class WindowMSA(_WindowMSA):
         qkv = self.qkv(x).reshape(B_, N, 3, self.num_heads, C // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        bias = bias.view(N, N, -1).permute(2, 0, 1).to(q.dtype)  # (heads, N, N)
+        # (1, heads, N, N): with a 4-D mask SDPA takes its fused CPU kernel (a 3-D one sends
+        # it to the unfused math path, 2-3x slower)
+        bias = bias.view(N, N, -1).permute(2, 0, 1).to(q.dtype)[None]
         if mask is not None:
             nW = mask.shape[0]
-            bias = (bias[None, None] + mask[None, :, None].to(q.dtype))  # (1, nW, heads, N, N)
+            bias = (bias[:, None] + mask[None, :, None].to(q.dtype))  # (1, nW, heads, N, N)
             bias = bias.expand(B_ // nW, -1, -1, -1, -1).reshape(B_, self.num_heads, N, N)
         x = F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias, dropout_p=self.attn_drop.p if self.training else 0.,
