@@ -4,10 +4,9 @@ import pytest
 import torch
 from mmpretrain.models.utils.attention import ShiftWindowMSA
 from mmpretrain.models.utils.attention import WindowMSA as MMPretrainWindowMSA
+from _numerics import assert_close_to_scale
 
 from mmdat.models.layers.window_attention import window_attention, window_plan
-
-from _numerics import assert_close_to_scale
 
 
 def _outputs_and_grads(module, forward, x, grad, hw):
