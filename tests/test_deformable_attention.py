@@ -207,10 +207,13 @@ def test_auto_dispatch(monkeypatch):
     monkeypatch.setattr(chunked, 'chunked_deformable_attention', spy)
     mod.chunk_threshold = 10**9
     mod(torch.randn(1, 30, 16), (5, 6))
-    assert not calls  # small: the reference path
+    assert not calls  # small, with gradients: the reference path
+    with torch.no_grad():
+        mod(torch.randn(1, 30, 16), (5, 6))
+    assert len(calls) == 1  # no gradient needed: the chunked path's fused kernel
     mod.chunk_threshold = 0
     mod(torch.randn(1, 30, 16), (5, 6))
-    assert calls  # large: the chunked path
+    assert len(calls) == 2  # large: the chunked path
     mod.impl = 'bogus'
     with pytest.raises(ValueError, match='impl'):
         mod(torch.randn(1, 30, 16), (5, 6))

