@@ -183,6 +183,8 @@ def mask_results(dets, mask_probs, cfg, img_meta, rescale):
     (n, C, M, M) probabilities (FCNMaskHead's ``_predict_by_feat_single``): the map of each
     detection's class, pasted at the original size (``rescale``; the boxes are rescaled too)
     or at the network's resized size."""
+    if cfg['mask_thr_binary'] < 0:
+        raise ValueError('mask_thr_binary < 0 (uint8 soft masks) is not reproduced')
     probs = mask_probs[np.arange(len(dets['labels'])),
                        dets['labels'] if mask_probs.shape[1] > 1 else 0]
     sw, sh = (np.float32(s) for s in img_meta.get('scale_factor', (1., 1.)))
