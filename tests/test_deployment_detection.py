@@ -324,5 +324,6 @@ def test_full_size_mask_rcnn_dat_t_exports(tmp_path):
     """configs/detection/mask_rcnn_dat_t_1x.py itself (DAT-T, 256-wide FPN, 80 classes,
     random weights) exports with dynamic axes and equals model.predict at a small input."""
     config = osp.join(ROOT, 'configs/detection/mask_rcnn_dat_t_1x.py')
-    export_and_compare(tmp_path, config, {'model.backbone.init_cfg': None}, (1, 3, 256, 320),
-                       [((1, 3, 224, 288), None)])
+    overrides = {'model.backbone.init_cfg': None, 'model.test_cfg.rcnn.score_thr': 0.01}
+    export_and_compare(tmp_path, config, overrides, (1, 3, 256, 320),
+                       [((1, 3, 224, 288), None), ((2, 3, 256, 320), [(256, 320), (240, 300)])])
