@@ -126,6 +126,17 @@ def test_ddetr_stages_dynamic_torchscript(tmp_path):
     _export_and_compare(tmp_path, CLS_DEMO, overrides, (1, 3, 64, 64), CLS_INPUTS[:2], 1e-4)
 
 
+def test_dynamo_dynamic_is_refused(tmp_path):
+    """torch.export's shape reasoning does not finish on DAT with a dynamic size: a clear error
+    saying what works instead, not a hang."""
+    _, task, model = build_export_model(CLS_DEMO)
+    module, names = export_module(model, task)
+    with pytest.raises(ExportError, match='dynamic input size.*does not finish.*TorchScript'):
+        export_onnx(module, torch.randn(1, 3, 64, 64), str(tmp_path / 'x.onnx'), names,
+                    dynamic=True, dynamo=True)
+    assert not (tmp_path / 'x.onnx').exists()
+
+
 @pytest.mark.parametrize('overrides', [None, DAT_PP], ids=['dat', 'dat++'])
 def test_classifier_static_dynamo(tmp_path, overrides):
     """The dynamo exporter at a fixed input size (its dynamic shapes do not finish, README)."""

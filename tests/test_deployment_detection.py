@@ -108,6 +108,18 @@ def test_cascade_mask_rcnn_dynamic(tmp_path):
     export_and_compare(tmp_path, CASCADE, overrides, (1, 3, 96, 128), BATCHES[1:])
 
 
+def test_retinanet_static_dynamo(tmp_path):
+    """The dynamo exporter at a fixed size (no RoI heads; no dynamic sizes, README)."""
+    torch.manual_seed(0)
+    cfg, task, model = build_export_model(RETINANET)
+    x = torch.randn(1, 3, 128, 160)
+    export_model(cfg, task, model, x, str(tmp_path / 'det.onnx'), dynamo=True)
+    metas = detection_metas(x)
+    got = load_onnx(str(tmp_path / 'det.onnx'))(x.numpy(), metas)[0]
+    assert len(got['scores']) > 10
+    assert_same_detections(torch_detections(model, x, metas)[0], got)
+
+
 def test_nms_equals_mmcv():
     from mmcv.ops import batched_nms, nms
     rng = np.random.RandomState(0)
@@ -147,9 +159,11 @@ def test_paste_masks_equal_mmdet():
 def test_detector_export_errors(tmp_path):
     _, _, model = build_export_model(MASK_RCNN)
     x = torch.randn(1, 3, 64, 64)
+    from mmdat.deployment.detection import export_detector
     with pytest.raises(ExportError, match='MaskRCNN: the dynamo exporter .* RoIAlign'):
-        from mmdat.deployment.detection import export_detector
         export_detector(model, x, str(tmp_path / 'x.onnx'), dynamo=True)
+    with pytest.raises(ExportError, match='dynamic input size.*without --dynamo'):
+        export_detector(model, x, str(tmp_path / 'x.onnx'), dynamo=True, dynamic=True)
     model.roi_head.bbox_head.bbox_coder = type('TBLRBBoxCoder', (), {})()
     with pytest.raises(ExportError, match=r'roi_head.bbox_head\[0\]: its box coder '
                        'TBLRBBoxCoder'):

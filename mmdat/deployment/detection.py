@@ -325,16 +325,18 @@ def export_detector(model, example, out, dynamic=False, dynamo=False, opset=None
     Returns:
         dict: the RoI graphs' file names (relative to ``out``'s folder), by part.
     """
-    from .export import export_graph
+    from .export import DYNAMO_DYNAMIC, export_graph
     network = network_export(model)
     B, _, H, W = example.shape
     img_shapes = torch.tensor([[H, W]] * B, dtype=torch.float32)
     two_stage = isinstance(network, TwoStageNetworkExport)
-    if dynamo and (two_stage or dynamic):
+    if dynamo and dynamic:
+        raise ExportError(DYNAMO_DYNAMIC)
+    if dynamo and two_stage:
         raise ExportError(
-            f'{type(model).__name__}: the dynamo exporter exports detectors only at a fixed '
-            'size and without RoI heads (mmcv RoIAlign has no dynamo translation, README '
-            '"Deployment"); use the TorchScript exporter (without --dynamo)')
+            f'{type(model).__name__}: the dynamo exporter exports detectors only without RoI '
+            'heads (mmcv RoIAlign has no dynamo translation, README "Deployment"); use the '
+            'TorchScript exporter (without --dynamo)')
     inputs = {'input': example, IMG_SHAPES: img_shapes}
     names = network.output_names
     export_graph(network, inputs, out, names, _axes(list(inputs) + names, _network_axes, dynamic),

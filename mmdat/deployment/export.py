@@ -221,18 +221,15 @@ def export_patches():
             setattr(cls, name, fn)
 
 
-def dynamo_dims(example, size_divisor=32):
-    """torch.export's dynamic shapes of the image input: any batch, and heights and widths
-    that are multiples of ``size_divisor`` (DAT's total stride, 32: the sizes of all stages are
-    then exact multiples, which keeps torch.export's symbolic shape arithmetic tractable)."""
-    from torch.export import Dim
-    B, _, H, W = example.shape
-    if H % size_divisor or W % size_divisor:
-        raise ExportError(f'dynamo export with dynamic shapes: the example input size {H}x{W} '
-                          f'must be a multiple of {size_divisor}')
-    h = Dim('h', min=1, max=512)
-    w = Dim('w', min=1, max=512)
-    return {0: Dim('batch', min=1, max=1024), 2: size_divisor * h, 3: size_divisor * w}
+#: why ``dynamo=True`` with ``dynamic=True`` is refused (README "Deployment")
+DYNAMO_DYNAMIC = (
+    'the dynamo exporter (torch.export) cannot export DAT with a dynamic input size: its '
+    'symbolic shape reasoning does not finish (sympy simplifying the nested floor divisions '
+    'and modulos of four stages of window padding and downsampling, e.g. in the reshape of a '
+    'stage\'s FFN Linear; tried with Dim.DYNAMIC / Dim.AUTO, strict=False, '
+    'prefer_deferred_runtime_asserts_over_guards=True and sizes constrained to multiples of '
+    '32). Export with --dynamo at a fixed size, or with --dynamic by the TorchScript exporter '
+    '(without --dynamo)')
 
 
 @contextlib.contextmanager
@@ -276,28 +273,29 @@ def add_metadata(path, cfg, task, graphs=None):
 
 
 def export_onnx(module, example, out, output_names, dynamic=False, dynamo=False, opset=None,
-                size_divisor=32, verbose=False):
+                verbose=False):
     """Export ``module`` (images -> outputs) at the ``example`` input to the ONNX file ``out``
-    (:func:`export_graph`); ``dynamic``: any batch and input size.
+    (:func:`export_graph`); ``dynamic``: any batch and input size (TorchScript exporter only,
+    :data:`DYNAMO_DYNAMIC`).
 
     Raises:
         ExportError: naming the innermost module that was running when the exporter failed.
     """
-    axes = shapes = None
     if dynamic and dynamo:
-        shapes = (dynamo_dims(example, size_divisor), )
-    elif dynamic:
+        raise ExportError(DYNAMO_DYNAMIC)
+    axes = None
+    if dynamic:
         axes = {INPUT_NAME: {0: 'batch', 2: 'height', 3: 'width'}}
         axes.update({name: {0: 'batch'} for name in output_names})
     return export_graph(module, {INPUT_NAME: example}, out, output_names, axes, dynamo=dynamo,
-                        dynamic_shapes=shapes, opset=opset, verbose=verbose)
+                        opset=opset, verbose=verbose)
 
 
 def export_graph(module, inputs, out, output_names, dynamic_axes=None, dynamo=False,
-                 dynamic_shapes=None, opset=None, verbose=False):
+                 opset=None, verbose=False):
     """Export ``module`` at the example ``inputs`` (a dict: graph input name -> tensor, in the
-    order of the forward's arguments) to the ONNX file ``out``, with the TorchScript exporter's
-    ``dynamic_axes`` or the dynamo exporter's ``dynamic_shapes``.
+    order of the forward's arguments) to the ONNX file ``out``, by the TorchScript exporter
+    (with ``dynamic_axes``) or the dynamo one (at the example's shapes).
 
     Raises:
         ExportError: naming the innermost module that was running when the exporter failed.
@@ -312,8 +310,6 @@ def export_graph(module, inputs, out, output_names, dynamic_axes=None, dynamo=Fa
                   opset_version=opset, dynamo=dynamo)
     if dynamo:
         kwargs.update(external_data=False, optimize=True)
-        if dynamic_shapes:
-            kwargs['dynamic_shapes'] = dynamic_shapes
     else:
         kwargs['do_constant_folding'] = True
         if dynamic_axes:
