@@ -173,7 +173,11 @@ def check_roi_head(roi_head):
                           'exported')
     if getattr(roi_head, 'share_roi_extractor', False):
         raise ExportError(f'roi_head ({name}): a shared RoI extractor cannot be exported')
-    _, bbox_heads, _, mask_heads = roi_stages(roi_head)
+    bbox_extractors, bbox_heads, mask_extractors, mask_heads = roi_stages(roi_head)
+    strides = {tuple(e.featmap_strides) for e in bbox_extractors + mask_extractors}
+    if len(strides) > 1:
+        raise ExportError(f'roi_head ({name}): its RoI extractors read different feature '
+                          f'levels {sorted(strides)}; the graphs share one set')
     for i, head in enumerate(bbox_heads):
         check_box_coder(head.bbox_coder, f'roi_head.bbox_head[{i}]')
         if head.custom_cls_channels:
@@ -194,9 +198,7 @@ class TwoStageNetworkExport(nn.Module):
         check_dense_head(model.rpn_head, 'rpn_head')
         check_roi_head(model.roi_head)
         self.model = model
-        self.num_feats = len(model.roi_head.bbox_roi_extractor[0].featmap_strides
-                             if isinstance(model.roi_head.bbox_roi_extractor, nn.ModuleList)
-                             else model.roi_head.bbox_roi_extractor.featmap_strides)
+        self.num_feats = len(roi_stages(model.roi_head)[0][0].featmap_strides)
         self.output_names = ([f'feat_{i}' for i in range(self.num_feats)] +
                              dense_output_names(len(model.rpn_head.prior_generator.strides)))
 
