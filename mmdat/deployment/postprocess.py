@@ -89,6 +89,7 @@ def filter_scores_and_topk(scores, score_thr, topk):
     ``topk`` highest scores above ``score_thr``."""
     anchors, labels = np.nonzero(scores > score_thr)
     kept = scores[anchors, labels]
+    # mmdet's slice, also for topk = -1 (which drops the last one there too)
     order = np.argsort(-kept, kind='stable')[:min(topk, len(kept))]
     return kept[order], anchors[order], labels[order]
 
