@@ -7,7 +7,9 @@ data preprocessor) and returns, per task (:data:`OUTPUT_NAMES`):
 * classification: ``logits`` (B, num_classes), the classifier's ``mode='tensor'`` output;
 * segmentation: ``seg_logits`` (B, num_classes, H, W), the decode head's logits resized to the
   input size as the segmentor's ``predict`` does (before the argmax);
-* detection: not supported yet (:class:`ExportError`).
+* detection: the network's per-anchor scores and boxes (and a two-stage detector's RoI heads
+  in further graphs), whose post-processing :class:`mmdat.deployment.runtime.OnnxDetector`
+  runs (:mod:`mmdat.deployment.detection`, :mod:`mmdat.deployment.postprocess`).
 
 With ``dynamic=True`` the batch, height and width are symbolic: DAT's window padding, shift
 masks, key grids and neighbourhood windows are computed from the runtime shapes
@@ -23,16 +25,14 @@ import torch.nn.functional as F
 
 from mmdat.utils.complexity import build_model, load_config, task_of
 
+from .errors import ExportError
+
 #: names of the graph's inputs and outputs, per task
 INPUT_NAME = 'input'
 OUTPUT_NAMES = {
     'classification': ['logits'],
     'segmentation': ['seg_logits'],
 }
-
-
-class ExportError(RuntimeError):
-    """A model (part) that cannot be exported; the message names the part and why."""
 
 
 def build_export_model(config, checkpoint=None, overrides=None):
@@ -100,11 +100,32 @@ def export_module(model, task):
     if task == 'segmentation':
         return SegmentorExport(model), OUTPUT_NAMES[task]
     if task == 'detection':
-        raise ExportError(
-            f'{type(model).__name__} (detection): exporting detectors is not supported yet; '
-            'the backbone exports (DAT is traceable), but the detectors\' post-processing '
-            '(NMS, RoI heads) has no export path in mmdat')
+        raise ExportError(f'{type(model).__name__}: a detector exports as several graphs and '
+                          'a post-processing step (export_model)')
     raise ExportError(f'unknown task {task!r}')
+
+
+def export_model(cfg, task, model, example, out, dynamic=False, dynamo=False, opset=None,
+                 verbose=False):
+    """Export the model of any task at the ``example`` images to ``out`` (a detector's RoI
+    heads beside it, :func:`mmdat.deployment.detection.export_detector`), with the metadata
+    that :func:`mmdat.deployment.runtime.load_onnx` reads.
+
+    Returns:
+        list: the written files, ``out`` first.
+    """
+    graphs = None
+    if task == 'detection':
+        from .detection import export_detector
+        graphs = export_detector(model, example, out, dynamic=dynamic, dynamo=dynamo,
+                                 opset=opset, verbose=verbose)
+    else:
+        module, names = export_module(model, task)
+        export_onnx(module, example, out, names, dynamic=dynamic, dynamo=dynamo, opset=opset,
+                    verbose=verbose)
+    add_metadata(out, cfg, task, graphs)
+    folder = osp.dirname(out)
+    return [out] + [osp.join(folder, f) for f in (graphs or {}).values()]
 
 
 def _sym_max0(v):
@@ -200,18 +221,15 @@ def export_patches():
             setattr(cls, name, fn)
 
 
-def dynamo_dims(example, size_divisor=32):
-    """torch.export's dynamic shapes of the image input: any batch, and heights and widths
-    that are multiples of ``size_divisor`` (DAT's total stride, 32: the sizes of all stages are
-    then exact multiples, which keeps torch.export's symbolic shape arithmetic tractable)."""
-    from torch.export import Dim
-    B, _, H, W = example.shape
-    if H % size_divisor or W % size_divisor:
-        raise ExportError(f'dynamo export with dynamic shapes: the example input size {H}x{W} '
-                          f'must be a multiple of {size_divisor}')
-    h = Dim('h', min=1, max=512)
-    w = Dim('w', min=1, max=512)
-    return {0: Dim('batch', min=1, max=1024), 2: size_divisor * h, 3: size_divisor * w}
+#: why ``dynamo=True`` with ``dynamic=True`` is refused (README "Deployment")
+DYNAMO_DYNAMIC = (
+    'the dynamo exporter (torch.export) cannot export DAT with a dynamic input size: its '
+    'symbolic shape reasoning does not finish (sympy simplifying the nested floor divisions '
+    'and modulos of four stages of window padding and downsampling, e.g. in the reshape of a '
+    'stage\'s FFN Linear; tried with Dim.DYNAMIC / Dim.AUTO, strict=False, '
+    'prefer_deferred_runtime_asserts_over_guards=True and sizes constrained to multiples of '
+    '32). Export with --dynamo at a fixed size, or with --dynamic by the TorchScript exporter '
+    '(without --dynamo)')
 
 
 @contextlib.contextmanager
@@ -237,20 +255,47 @@ def _module_stack(model):
             h.remove()
 
 
-def add_metadata(path, cfg, task):
-    """Store the config (its text) and the task in the ONNX file, for
-    ``tools/deployment/onnx_inference.py``'s preprocessing and output decoding."""
+def add_metadata(path, cfg, task, graphs=None):
+    """Store the config (its text), the task and a detector's further graphs (by part, file
+    names beside ``path``) in the ONNX file, for the preprocessing, the post-processing and
+    :func:`mmdat.deployment.runtime.load_onnx`."""
+    import json
+
     import onnx
     model = onnx.load(path)
-    for key, value in (('mmdat_task', task), ('mmdat_config', cfg.pretty_text)):
+    items = [('mmdat_task', task), ('mmdat_config', cfg.pretty_text)]
+    if graphs is not None:
+        items.append(('mmdat_graphs', json.dumps(graphs)))
+    for key, value in items:
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(model, path)
 
 
 def export_onnx(module, example, out, output_names, dynamic=False, dynamo=False, opset=None,
-                size_divisor=32, verbose=False):
-    """Export ``module`` (images -> outputs) at the ``example`` input to the ONNX file ``out``.
+                verbose=False):
+    """Export ``module`` (images -> outputs) at the ``example`` input to the ONNX file ``out``
+    (:func:`export_graph`); ``dynamic``: any batch and input size (TorchScript exporter only,
+    :data:`DYNAMO_DYNAMIC`).
+
+    Raises:
+        ExportError: naming the innermost module that was running when the exporter failed.
+    """
+    if dynamic and dynamo:
+        raise ExportError(DYNAMO_DYNAMIC)
+    axes = None
+    if dynamic:
+        axes = {INPUT_NAME: {0: 'batch', 2: 'height', 3: 'width'}}
+        axes.update({name: {0: 'batch'} for name in output_names})
+    return export_graph(module, {INPUT_NAME: example}, out, output_names, axes, dynamo=dynamo,
+                        opset=opset, verbose=verbose)
+
+
+def export_graph(module, inputs, out, output_names, dynamic_axes=None, dynamo=False,
+                 opset=None, verbose=False):
+    """Export ``module`` at the example ``inputs`` (a dict: graph input name -> tensor, in the
+    order of the forward's arguments) to the ONNX file ``out``, by the TorchScript exporter
+    (with ``dynamic_axes``) or the dynamo one (at the example's shapes).
 
     Raises:
         ExportError: naming the innermost module that was running when the exporter failed.
@@ -261,26 +306,20 @@ def export_onnx(module, example, out, output_names, dynamic=False, dynamo=False,
     dirname = osp.dirname(osp.abspath(out))
     if not osp.isdir(dirname):
         raise ExportError(f'output folder {dirname} does not exist')
-    kwargs = dict(input_names=[INPUT_NAME], output_names=list(output_names),
+    kwargs = dict(input_names=list(inputs), output_names=list(output_names),
                   opset_version=opset, dynamo=dynamo)
-    if dynamic:
-        if dynamo:
-            kwargs['dynamic_shapes'] = (dynamo_dims(example, size_divisor), )
-        else:
-            axes = {INPUT_NAME: {0: 'batch', 2: 'height', 3: 'width'}}
-            for name in output_names:
-                axes[name] = {0: 'batch'}
-            kwargs['dynamic_axes'] = axes
     if dynamo:
         kwargs.update(external_data=False, optimize=True)
     else:
         kwargs['do_constant_folding'] = True
+        if dynamic_axes:
+            kwargs['dynamic_axes'] = dynamic_axes
     with _module_stack(module) as running, export_patches(), warnings.catch_warnings():
         if not verbose:
             warnings.simplefilter('ignore')
         try:
             with torch.no_grad():
-                torch.onnx.export(module, (example, ), out, verbose=False, **kwargs)
+                torch.onnx.export(module, tuple(inputs.values()), out, verbose=False, **kwargs)
         except ExportError:
             raise
         except Exception as e:  # noqa: BLE001  (re-raised with the part that failed)

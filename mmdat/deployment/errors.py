@@ -1,0 +1,2 @@
+class ExportError(RuntimeError):
+    """A model (part) that cannot be exported; the message names the part and why."""
