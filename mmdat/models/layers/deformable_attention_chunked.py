@@ -223,8 +223,8 @@ class _ChunkedAttention(torch.autograd.Function):
         dQ = dS K / sqrt(d),   dK += dS^T Q / sqrt(d),   d(bias) = dS,
 
     the bias's gradient going to the table and the points through the bias function's own
-    backward. Gradients are written in
-    place into buffers made once, so the memory in use is that of the inputs plus one chunk.
+    backward. Gradients are written in place into buffers made once, so the memory in use is
+    that of the inputs plus one chunk.
     """
 
     @staticmethod

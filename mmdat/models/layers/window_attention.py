@@ -1,10 +1,12 @@
 """Local and shifted-window attention (Swin-style) for DAT's window blocks.
 
-mmpretrain's :class:`ShiftWindowMSA` already pads the map to window multiples (right/bottom),
-builds the shift mask for the padded size and crops back, so any input size works. We plug in
-a :class:`WindowMSA` that runs the fused ``scaled_dot_product_attention`` kernel (the relative
-position bias and the shift mask form its additive mask). Under ``torch.jit`` tracing (FLOP
-counting) the explicit matmul path of mmpretrain is used, so the counter sees the products.
+The modules keep mmpretrain's parameters and results: its :class:`ShiftWindowMSA` pads the
+map to window multiples (right/bottom), rolls it for the shift, masks the shifted windows and
+crops back, so any input size works. :class:`DATShiftWindowMSA` does the same with one gather
+each way (:func:`window_plan`), and :class:`WindowMSA` runs the fused
+``scaled_dot_product_attention`` kernel (the relative position bias and the shift mask form its
+additive mask). Under ``torch.jit`` tracing (FLOP counting) the explicit matmul path of
+mmpretrain's WindowMSA is used, so the counter sees the products.
 """
 import functools
 import math
