@@ -2,14 +2,7 @@
 dicts, and the matching of two images' detections (same label, boxes and scores close)."""
 import numpy as np
 
-
-def detection_metas(images, img_shapes=None):
-    """mmdet image metas of a (B, 3, H, W) batch whose image ``i`` fills ``img_shapes[i]``
-    (default: all of the input), not resized."""
-    H, W = images.shape[2:]
-    img_shapes = img_shapes or [(H, W)] * len(images)
-    return [dict(img_shape=tuple(s), ori_shape=tuple(s), scale_factor=(1., 1.),
-                 pad_shape=(H, W), batch_input_shape=(H, W)) for s in img_shapes]
+from .runtime import detection_metas  # noqa: F401  (the metas both sides are given)
 
 
 def torch_detections(model, images, metas, rescale=True):

@@ -41,10 +41,13 @@ class OnnxModel:
         return self.run({self.input_name: np.asarray(images, dtype=np.float32)})
 
 
-def default_metas(images):
-    """Image metas of unresized, unpadded images: the whole input is the image."""
-    h, w = images.shape[2:]
-    return [dict(img_shape=(h, w), ori_shape=(h, w), scale_factor=(1., 1.))] * len(images)
+def detection_metas(images, img_shapes=None):
+    """mmdet image metas of a (B, 3, H, W) batch whose image ``i`` fills ``img_shapes[i]``
+    (default: all of the input), not resized."""
+    H, W = images.shape[2:]
+    img_shapes = img_shapes or [(H, W)] * len(images)
+    return [dict(img_shape=tuple(s), ori_shape=tuple(s), scale_factor=(1., 1.),
+                 pad_shape=(H, W), batch_input_shape=(H, W)) for s in img_shapes]
 
 
 def rois_of(boxes_per_image):
@@ -93,7 +96,7 @@ class OnnxDetector:
 
     def __call__(self, images, img_metas=None, rescale=True):
         images = np.asarray(images, dtype=np.float32)
-        metas = img_metas or default_metas(images)
+        metas = img_metas or detection_metas(images)
         img_shapes = np.asarray([m['img_shape'][:2] for m in metas], np.float32)
         outs = self.network.run({'input': images, 'img_shapes': img_shapes})
         scores = [outs[f'scores_{level}'] for level in range(self.num_levels)]

@@ -105,7 +105,7 @@ def separable_position_bias(table, query_ys, query_xs, key_points):
 POSITION_BIAS = ('grid_sample', 'separable')
 
 
-def _chunk_bias(points, rpe_table, attn_bias, query_points, num_heads, position_bias, Nk):
+def _chunk_bias(points, rpe_table, attn_bias, query_points, position_bias, Nk):
     """The additive bias of one chunk of queries, (B or 1, M, n, Nk), or None.
 
     ``query_points`` is the (n, 2) (y, x) of the chunk's queries, or for the separable bias
@@ -207,7 +207,7 @@ def chunked_deformable_attention(q, x, points, w_k, b_k, w_v, b_v, num_heads, rp
             chunks.append((chunk, (query_points[rows, 0, 0], query_points[0, :, 1])))
         else:
             chunks.append((chunk, query_points.reshape(H * W, 2)[chunk]))
-    z = _ChunkedAttention.apply(q, k, v, points, rpe_table, attn_bias, chunks, num_heads,
+    z = _ChunkedAttention.apply(q, k, v, points, rpe_table, attn_bias, chunks,
                                 position_bias)  # (B, N, M, d)
     return z.reshape(B, H, W, C).permute(0, 3, 1, 2)
 
@@ -228,20 +228,20 @@ class _ChunkedAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, points, rpe_table, attn_bias, chunks, num_heads, position_bias):
+    def forward(ctx, q, k, v, points, rpe_table, attn_bias, chunks, position_bias):
         Nk = k.shape[2]
         z = None
         for chunk, query_points in chunks:
             bias = _chunk_bias(points, rpe_table,
                                None if attn_bias is None else attn_bias[:, :, chunk],
-                               query_points, num_heads, position_bias, Nk)
+                               query_points, position_bias, Nk)
             z_chunk = _attend(q[:, :, chunk], k, v, bias)
             if z is None:
                 B, M, N, d = q.shape
                 z = z_chunk.new_empty(B, N, M, d)
             z[:, chunk] = z_chunk.transpose(1, 2)
         ctx.save_for_backward(q, k, v, points, rpe_table, attn_bias)
-        ctx.chunks, ctx.num_heads, ctx.position_bias = chunks, num_heads, position_bias
+        ctx.chunks, ctx.position_bias = chunks, position_bias
         ctx.device_type = q.device.type
         ctx.autocast = (torch.is_autocast_enabled(ctx.device_type),
                         torch.get_autocast_dtype(ctx.device_type))
@@ -270,18 +270,17 @@ class _ChunkedAttention(torch.autograd.Function):
             q_c = q[:, :, chunk]
             dz = grad_z[:, chunk].transpose(1, 2)  # (B, M, n, d)
             with torch.enable_grad():  # the position bias, as a graph back to its inputs
-                pos_bias = _chunk_bias(*leaves, None, query_points, ctx.num_heads,
-                                       ctx.position_bias, k.shape[2])
+                pos_bias = _chunk_bias(*leaves, None, query_points, ctx.position_bias,
+                                       k.shape[2])
             bias = None if pos_bias is None else pos_bias.detach()
             if attn_bias is not None:
                 bias = attn_bias[:, :, chunk] if bias is None else bias + attn_bias[:, :, chunk]
             with torch.no_grad(), torch.autocast(ctx.device_type, dtype, enabled):
                 p = _probabilities(q_c, k, bias)
-                p_v = p.to(v.dtype)
                 if need_v:
-                    dv += torch.matmul(p_v.transpose(-1, -2), dz)
+                    dv += torch.matmul(p.to(v.dtype).transpose(-1, -2), dz)
                 ds = _softmax_grad(p, torch.matmul(dz, v.transpose(-1, -2)).to(p.dtype))
-                del p, p_v
+                del p
                 ds_k = ds.to(k.dtype)
                 if need_q:
                     dq[:, :, chunk] = torch.matmul(ds_k, k).mul_(scale)
@@ -298,4 +297,4 @@ class _ChunkedAttention(torch.autograd.Function):
         d_points, d_table = (next(wrt_grads) if t is not None and t.requires_grad else None
                              for t in leaves)
         return (dq, None if dk is None else dk.to(k.dtype), None if dv is None else dv.to(v.dtype),
-                d_points, d_table, d_bias, None, None, None)
+                d_points, d_table, d_bias, None, None)

@@ -50,6 +50,17 @@ def shift_window_regions(length, window_size, shift_size, device=None):
     return (i >= length - window_size).long() + (i >= length - shift_size).long()
 
 
+def shift_mask(nh, nw, window_size, shift_size, device=None):
+    """mmpretrain's shift mask of an ``nh x nw``-window padded map: (nW, w*w, w*w), -100
+    between pixels of different regions of its ``img_mask`` (3 * row region + column region),
+    0 within one; the counts may be traced sizes."""
+    ws = window_size
+    ids = (shift_window_regions(nh * ws, ws, shift_size, device)[:, None] * 3
+           + shift_window_regions(nw * ws, ws, shift_size, device)[None, :])
+    ids = ids.reshape(nh, ws, nw, ws).transpose(1, 2).reshape(-1, ws * ws)
+    return (ids[:, None, :] != ids[:, :, None]).float() * -100.0
+
+
 @functools.lru_cache(maxsize=64)
 def window_plan(H, W, window_size, shift_size, device):
     """How the tokens of an H x W map go into windows, as mmpretrain's ShiftWindowMSA puts
@@ -78,12 +89,7 @@ def window_plan(H, W, window_size, shift_size, device):
     scatter = torch.empty(H * W, dtype=torch.long)
     valid = slots >= 0
     scatter[slots[valid]] = valid.nonzero().flatten()
-    mask = None
-    if shift > 0:
-        ids = windows(shift_window_regions(Hp, ws, shift)[:, None] * 3
-                      + shift_window_regions(Wp, ws, shift)[None, :]).reshape(-1, ws * ws)
-        mask = (ids[:, None, :] != ids[:, :, None]).float() * -100.0
-        mask = mask.to(device)
+    mask = shift_mask(Hp // ws, Wp // ws, ws, shift, device) if shift > 0 else None
     return slots.clamp(min=0).to(device), padding.to(device), scatter.to(device), mask
 
 
@@ -153,11 +159,7 @@ class DATShiftWindowMSA(ShiftWindowMSA):
         mask = None
         if shift > 0:
             x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
-            # the region ids of mmpretrain's img_mask: 3 * row region + column region
-            ids = (shift_window_regions(Hp, ws, shift, x.device)[:, None] * 3
-                   + shift_window_regions(Wp, ws, shift, x.device)[None, :])
-            ids = ids.reshape(nh, ws, nw, ws).permute(0, 2, 1, 3).reshape(-1, ws * ws)
-            mask = (ids[:, None, :] != ids[:, :, None]).to(x.dtype) * -100.0
+            mask = shift_mask(nh, nw, ws, shift, x.device).to(x.dtype)
         windows = x.reshape(B, nh, ws, nw, ws, C).permute(0, 1, 3, 2, 4, 5)
         windows = self.w_msa(windows.reshape(-1, ws * ws, C), mask=mask)
         x = windows.reshape(B, nh, nw, ws, ws, C).permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, C)
