@@ -60,13 +60,13 @@ def check_outputs(det, num_classes, img_shape, with_mask):
         assert det['masks'].dtype == bool and det['masks'].shape == (len(det['scores']), h, w)
 
 
-def export_and_compare(tmp_path, config, overrides, example, batches):
+def export_and_compare(tmp_path, config, overrides, example, batches, dynamo=False):
     """Export with dynamic axes at ``example``; per (shape, img_shapes) of ``batches``, the
     onnxruntime detections equal ``model.predict``'s."""
     torch.manual_seed(0)
     cfg, task, model = build_export_model(config, overrides=overrides)
     files = export_model(cfg, task, model, torch.randn(*example), str(tmp_path / 'det.onnx'),
-                         dynamic=True)
+                         dynamic=True, dynamo=dynamo)
     detector = load_onnx(files[0])
     with_mask = getattr(model, 'with_mask', False)
     head = model.roi_head.bbox_head if hasattr(model, 'roi_head') else model.bbox_head
@@ -88,15 +88,22 @@ def export_and_compare(tmp_path, config, overrides, example, batches):
 BATCHES = [((1, 3, 128, 160), None), ((2, 3, 96, 128), [(96, 128), (80, 100)])]
 
 
-@pytest.mark.parametrize('overrides', [None, NANO_PP], ids=['dat', 'dat++'])
-def test_mask_rcnn_dynamic(tmp_path, overrides):
-    files = export_and_compare(tmp_path, MASK_RCNN, overrides, (1, 3, 128, 160), BATCHES)
+@pytest.mark.parametrize('overrides,dynamo', [
+    (None, False), (NANO_PP, False), (None, True),
+    pytest.param(NANO_PP, True, marks=pytest.mark.slow)],
+    ids=['dat-torchscript', 'dat++-torchscript', 'dat-dynamo', 'dat++-dynamo'])
+def test_mask_rcnn_dynamic(tmp_path, overrides, dynamo):
+    files = export_and_compare(tmp_path, MASK_RCNN, overrides, (1, 3, 128, 160), BATCHES,
+                               dynamo=dynamo)
     assert [osp.basename(f) for f in files] == ['det.onnx', 'det.roi_bbox.onnx',
                                                 'det.roi_mask.onnx']
 
 
-def test_retinanet_dynamic(tmp_path):
-    files = export_and_compare(tmp_path, RETINANET, None, (1, 3, 128, 160), BATCHES)
+@pytest.mark.parametrize('dynamo', [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=['torchscript', 'dynamo'])
+def test_retinanet_dynamic(tmp_path, dynamo):
+    files = export_and_compare(tmp_path, RETINANET, None, (1, 3, 128, 160), BATCHES,
+                               dynamo=dynamo)
     assert len(files) == 1
 
 
@@ -106,18 +113,6 @@ def test_cascade_mask_rcnn_dynamic(tmp_path):
     overrides = dict(NANO, **{'model.test_cfg.rpn.max_per_img': 100,
                               'model.test_cfg.rcnn.score_thr': 0.01})
     export_and_compare(tmp_path, CASCADE, overrides, (1, 3, 96, 128), BATCHES[1:])
-
-
-def test_retinanet_static_dynamo(tmp_path):
-    """The dynamo exporter at a fixed size (no RoI heads; no dynamic sizes, README)."""
-    torch.manual_seed(0)
-    cfg, task, model = build_export_model(RETINANET)
-    x = torch.randn(1, 3, 128, 160)
-    export_model(cfg, task, model, x, str(tmp_path / 'det.onnx'), dynamo=True)
-    metas = detection_metas(x)
-    got = load_onnx(str(tmp_path / 'det.onnx'))(x.numpy(), metas)[0]
-    assert len(got['scores']) > 10
-    assert_same_detections(torch_detections(model, x, metas)[0], got)
 
 
 def test_nms_equals_mmcv():
@@ -160,10 +155,6 @@ def test_detector_export_errors(tmp_path):
     _, _, model = build_export_model(MASK_RCNN)
     x = torch.randn(1, 3, 64, 64)
     from mmdat.deployment.detection import export_detector
-    with pytest.raises(ExportError, match='MaskRCNN: the dynamo exporter .* RoIAlign'):
-        export_detector(model, x, str(tmp_path / 'x.onnx'), dynamo=True)
-    with pytest.raises(ExportError, match='dynamic input size.*without --dynamo'):
-        export_detector(model, x, str(tmp_path / 'x.onnx'), dynamo=True, dynamic=True)
     model.roi_head.bbox_head.bbox_coder = type('TBLRBBoxCoder', (), {})()
     with pytest.raises(ExportError, match=r'roi_head.bbox_head\[0\]: its box coder '
                        'TBLRBBoxCoder'):
@@ -269,10 +260,11 @@ def preprocessed_batch(cfg, images, scale):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize('dynamo', [False, True], ids=['torchscript', 'dynamo'])
 @pytest.mark.parametrize('config', [MASK_RCNN, RETINANET], ids=['mask_rcnn', 'retinanet'])
-def test_trained_detector_dynamic(tmp_path, shapes, config):
+def test_trained_detector_dynamic(tmp_path, shapes, config, dynamo):
     """The acceptance: a trained checkpoint exported by tools/deployment/pytorch2onnx.py with
-    --dynamic gives in onnxruntime the detections of model.predict on held-out images, at the
+    --dynamic (by either exporter) gives in onnxruntime the detections of model.predict on held-out images, at the
     config's size (batches of 2) and upscaled 1.5x (1 image), rescaled to the images'
     pixels."""
     import glob
@@ -280,8 +272,8 @@ def test_trained_detector_dynamic(tmp_path, shapes, config):
     ckpt = checkpoint(config)
     out = str(tmp_path / 'det.onnx')
     proc = subprocess.run([sys.executable, _tool('pytorch2onnx.py'), config, '--checkpoint',
-                           ckpt, '--out', out, '--shape', '128', '160', '--dynamic'],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+                           ckpt, '--out', out, '--shape', '128', '160', '--dynamic']
+                          + ['--dynamo'] * dynamo, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert '0 unmatched' in proc.stdout
     cfg, _, model = build_export_model(config, ckpt)
@@ -334,10 +326,12 @@ def test_trained_mask_rcnn_onnx_inference(tmp_path, shapes):
 
 
 @pytest.mark.slow
-def test_full_size_mask_rcnn_dat_t_exports(tmp_path):
+@pytest.mark.parametrize('dynamo', [False, True], ids=['torchscript', 'dynamo'])
+def test_full_size_mask_rcnn_dat_t_exports(tmp_path, dynamo):
     """configs/detection/mask_rcnn_dat_t_1x.py itself (DAT-T, 256-wide FPN, 80 classes,
     random weights) exports with dynamic axes and equals model.predict at a small input."""
     config = osp.join(ROOT, 'configs/detection/mask_rcnn_dat_t_1x.py')
     overrides = {'model.backbone.init_cfg': None, 'model.test_cfg.rcnn.score_thr': 0.01}
     export_and_compare(tmp_path, config, overrides, (1, 3, 256, 320),
-                       [((1, 3, 224, 288), None), ((2, 3, 256, 320), [(256, 320), (240, 300)])])
+                       [((1, 3, 224, 288), None), ((2, 3, 256, 320), [(256, 320), (240, 300)])],
+                       dynamo=dynamo)

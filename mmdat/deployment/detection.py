@@ -105,37 +105,68 @@ class DenseDetectorExport(nn.Module):
                                        img_shapes))
 
 
-class _RoIAlign(torch.autograd.Function):
-    """mmcv's RoIAlign (avg) of (K, 4) boxes in images ``batch_inds`` (K, ), exported as ONNX
-    RoiAlign (opset 16: ``half_pixel`` for ``aligned=True``; mmcv's own symbolic writes the
-    opset-10 form, which opset 16 shifts twice)."""
+@torch.library.custom_op('mmdat::roi_align', mutates_args=())
+def _roi_align(feat: torch.Tensor, boxes: torch.Tensor, batch_inds: torch.Tensor,
+               output_height: int, output_width: int, spatial_scale: float,
+               sampling_ratio: int, aligned: bool) -> torch.Tensor:
+    """mmcv's RoIAlign (avg) of (K, 4) boxes in images ``batch_inds`` (K,), as an operator
+    that both exporters translate to ONNX ``RoiAlign`` (:func:`_roi_align_onnx`)."""
+    from mmcv.ops import roi_align
+    rois = torch.cat([batch_inds[:, None].to(boxes.dtype), boxes], dim=1)
+    return roi_align(feat, rois, (output_height, output_width), spatial_scale, sampling_ratio,
+                     'avg', aligned)
 
-    @staticmethod
-    def forward(ctx, feat, boxes, batch_inds, output_size, spatial_scale, sampling_ratio,
-                aligned):
-        from mmcv.ops import roi_align
-        rois = torch.cat([batch_inds[:, None].to(boxes.dtype), boxes], dim=1)
-        return roi_align(feat, rois, output_size, spatial_scale, sampling_ratio, 'avg',
-                         aligned)
 
-    @staticmethod
-    def symbolic(g, feat, boxes, batch_inds, output_size, spatial_scale, sampling_ratio,
-                 aligned):
-        return g.op('RoiAlign', feat, boxes, batch_inds, output_height_i=output_size[0],
-                    output_width_i=output_size[1], spatial_scale_f=spatial_scale,
-                    sampling_ratio_i=max(0, sampling_ratio), mode_s='avg',
-                    coordinate_transformation_mode_s='half_pixel' if aligned
-                    else 'output_half_pixel')
+@_roi_align.register_fake
+def _(feat, boxes, batch_inds, output_height, output_width, spatial_scale, sampling_ratio,
+      aligned):
+    return feat.new_empty(boxes.shape[0], feat.shape[1], output_height, output_width)
+
+
+def _roi_align_onnx(op, feat, boxes, batch_inds, output_height, output_width, spatial_scale,
+                    sampling_ratio, aligned):
+    """ONNX RoiAlign (opset 16) of mmcv's: ``half_pixel`` for ``aligned=True``, adaptive
+    sampling for ``sampling_ratio <= 0`` (mmcv's own symbolic writes the opset-10 form, which
+    opset 16 shifts twice). ``op(name, *inputs, **attributes)`` writes the node."""
+    return op('RoiAlign', feat, boxes, batch_inds, output_height=output_height,
+              output_width=output_width, spatial_scale=spatial_scale,
+              sampling_ratio=max(0, sampling_ratio), mode='avg',
+              coordinate_transformation_mode='half_pixel' if aligned else 'output_half_pixel')
+
+
+@torch.onnx.symbolic_helper.parse_args('v', 'v', 'v', 'i', 'i', 'f', 'i', 'b')
+def _roi_align_torchscript(g, feat, boxes, batch_inds, output_height, output_width,
+                           spatial_scale, sampling_ratio, aligned):
+    def op(name, *inputs, **attributes):  # TorchScript's attribute names carry their type
+        kinds = {int: 'i', float: 'f', str: 's'}
+        return g.op(name, *inputs, **{f'{k}_{kinds[type(v)]}': v for k, v in attributes.items()})
+    return _roi_align_onnx(op, feat, boxes, batch_inds, output_height, output_width,
+                           spatial_scale, sampling_ratio, aligned)
+
+
+torch.onnx.register_custom_op_symbolic('mmdat::roi_align', _roi_align_torchscript, 16)
+
+
+def roi_align_translations():
+    """The dynamo exporter's ``custom_translation_table`` entry of :func:`_roi_align`."""
+    from onnxscript import opset18
+
+    def translate(feat, boxes, batch_inds, output_height, output_width, spatial_scale,
+                  sampling_ratio, aligned):
+        return _roi_align_onnx(lambda name, *inputs, **attributes: getattr(opset18, name)(
+            *inputs, **attributes), feat, boxes, batch_inds, output_height, output_width,
+            spatial_scale, sampling_ratio, aligned)
+    return {torch.ops.mmdat.roi_align.default: translate}
 
 
 def roi_align(layer, feat, rois):
-    """An mmcv ``RoIAlign`` layer on (K, 5) rois, exportable (:class:`_RoIAlign`)."""
+    """An mmcv ``RoIAlign`` layer on (K, 5) rois, exportable by both exporters."""
     if type(layer).__name__ != 'RoIAlign' or layer.pool_mode != 'avg':
         raise ExportError(f'RoI layer {type(layer).__name__}: only mmcv RoIAlign (avg) is '
                           'exported')
-    return _RoIAlign.apply(feat, rois[:, 1:], rois[:, 0].long(), tuple(layer.output_size),
-                           float(layer.spatial_scale), int(layer.sampling_ratio),
-                           bool(layer.aligned))
+    return _roi_align(feat, rois[:, 1:], rois[:, 0].long(), *layer.output_size,
+                      float(layer.spatial_scale), int(layer.sampling_ratio),
+                      bool(layer.aligned))
 
 
 def roi_features(extractor, feats, rois):
@@ -327,18 +358,13 @@ def export_detector(model, example, out, dynamic=False, dynamo=False, opset=None
     Returns:
         dict: the RoI graphs' file names (relative to ``out``'s folder), by part.
     """
-    from .export import DYNAMO_DYNAMIC, export_graph
+    from .export import dynamo_example, export_graph
     network = network_export(model)
+    if dynamo and dynamic:
+        example = dynamo_example(example)
     B, _, H, W = example.shape
     img_shapes = torch.tensor([[H, W]] * B, dtype=torch.float32)
     two_stage = isinstance(network, TwoStageNetworkExport)
-    if dynamo and dynamic:
-        raise ExportError(DYNAMO_DYNAMIC)
-    if dynamo and two_stage:
-        raise ExportError(
-            f'{type(model).__name__}: the dynamo exporter exports detectors only without RoI '
-            'heads (mmcv RoIAlign has no dynamo translation, README "Deployment"); use the '
-            'TorchScript exporter (without --dynamo)')
     inputs = {'input': example, IMG_SHAPES: img_shapes}
     names = network.output_names
     export_graph(network, inputs, out, names, _axes(list(inputs) + names, _network_axes, dynamic),
@@ -359,7 +385,7 @@ def export_detector(model, example, out, dynamic=False, dynamo=False, opset=None
         axes = _axes(list(inputs), lambda n: _network_axes(n) if n != ROIS else {}, dynamic)
         axes.update({n: {0: 'rois'} for n in [ROIS] + module.output_names})
         path = roi_graph_path(out, part)
-        export_graph(module, inputs, path, module.output_names, axes, opset=opset,
-                     verbose=verbose)
+        export_graph(module, inputs, path, module.output_names, axes, dynamo=dynamo,
+                     opset=opset, verbose=verbose)
         files[part] = osp.basename(path)
     return files

@@ -16,6 +16,7 @@ masks, key grids and neighbourhood windows are computed from the runtime shapes
 (``mmdat.models.layers.deformable_attention.is_tracing``).
 """
 import contextlib
+import inspect
 import os.path as osp
 import warnings
 
@@ -23,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mmdat.models.layers.deformable_attention import size_max
 from mmdat.utils.complexity import build_model, load_config, task_of
 
 from .errors import ExportError
@@ -128,22 +130,20 @@ def export_model(cfg, task, model, example, out, dynamic=False, dynamo=False, op
     return [out] + [osp.join(folder, f) for f in (graphs or {}).values()]
 
 
-def _sym_max0(v):
-    """max(v, 0) of a size that may be a traced tensor or a symbolic int."""
-    if isinstance(v, torch.Tensor):
-        return v.clamp(min=0)
-    if isinstance(v, int):
-        return max(v, 0)
-    return torch.sym_max(v, 0)
-
-
 def _adaptive_pad_shape(self, input_shape):
     """mmcv's AdaptivePadding.get_pad_shape with integer arithmetic (no ``math.ceil`` of a
-    float, which freezes traced sizes)."""
-    (h, w), (kh, kw), (sh, sw) = input_shape, self.kernel_size, self.stride
-    pad_h = ((h + sh - 1) // sh - 1) * sh + (kh - 1) * self.dilation[0] + 1 - h
-    pad_w = ((w + sw - 1) // sw - 1) * sw + (kw - 1) * self.dilation[1] + 1 - w
-    return _sym_max0(pad_h), _sym_max0(pad_w)
+    float, which freezes traced sizes).
+
+    The padding, ``ceil(h / s) * s - h + (k' - s)`` with the dilated kernel ``k'``, is
+    clamped at 0 only where it can be negative (``k' < s``): for DAT's patch merging
+    (``k' = s``) the conv's output size is then ``ceil(h / s)`` in a form that symbolic
+    shapes (``torch.export``) simplify, where a ``max`` nests into every later size."""
+    pads = []
+    for size, k, s, d in zip(input_shape, self.kernel_size, self.stride, self.dilation):
+        k = (k - 1) * d + 1
+        pad = (size + s - 1) // s * s - size + (k - s)
+        pads.append(pad if k >= s else size_max(pad, 0))
+    return tuple(pads)
 
 
 def _adaptive_pad_forward(self, x):
@@ -221,17 +221,6 @@ def export_patches():
             setattr(cls, name, fn)
 
 
-#: why ``dynamo=True`` with ``dynamic=True`` is refused (README "Deployment")
-DYNAMO_DYNAMIC = (
-    'the dynamo exporter (torch.export) cannot export DAT with a dynamic input size: its '
-    'symbolic shape reasoning does not finish (sympy simplifying the nested floor divisions '
-    'and modulos of four stages of window padding and downsampling, e.g. in the reshape of a '
-    'stage\'s FFN Linear; tried with Dim.DYNAMIC / Dim.AUTO, strict=False, '
-    'prefer_deferred_runtime_asserts_over_guards=True and sizes constrained to multiples of '
-    '32). Export with --dynamo at a fixed size, or with --dynamic by the TorchScript exporter '
-    '(without --dynamo)')
-
-
 @contextlib.contextmanager
 def _module_stack(model):
     """Track which modules are running, so that an export error can name the innermost one."""
@@ -275,27 +264,71 @@ def add_metadata(path, cfg, task, graphs=None):
 def export_onnx(module, example, out, output_names, dynamic=False, dynamo=False, opset=None,
                 verbose=False):
     """Export ``module`` (images -> outputs) at the ``example`` input to the ONNX file ``out``
-    (:func:`export_graph`); ``dynamic``: any batch and input size (TorchScript exporter only,
-    :data:`DYNAMO_DYNAMIC`).
+    (:func:`export_graph`); ``dynamic``: any batch and input size.
 
     Raises:
         ExportError: naming the innermost module that was running when the exporter failed.
     """
-    if dynamic and dynamo:
-        raise ExportError(DYNAMO_DYNAMIC)
     axes = None
     if dynamic:
+        example = dynamo_example(example) if dynamo else example
         axes = {INPUT_NAME: {0: 'batch', 2: 'height', 3: 'width'}}
         axes.update({name: {0: 'batch'} for name in output_names})
     return export_graph(module, {INPUT_NAME: example}, out, output_names, axes, dynamo=dynamo,
                         opset=opset, verbose=verbose)
 
 
+def dynamo_example(example):
+    """The example images for ``torch.export`` with dynamic shapes: a batch of at least two
+    (it specialises an example size of 1 to a constant)."""
+    return example if example.shape[0] > 1 else example.expand(2, -1, -1, -1).contiguous()
+
+
+def dynamic_shapes(module, inputs, dynamic_axes):
+    """``torch.export``'s ``dynamic_shapes`` for the named ``dynamic_axes`` of ``inputs``, the
+    arguments of ``module.forward`` (in order, or all in its ``*args``).
+
+    Every axis is ``Dim.DYNAMIC``: its range is inferred from the model (e.g. the smallest
+    image its convolutions accept), and an axis that the model specialises to the example's
+    size is an error instead of a silently static graph. Each axis named in ``dynamic_axes``
+    must be larger than 1 in the example (sizes 0 and 1 are specialised)."""
+    from torch.export import Dim
+    shapes = []
+    for name, tensor in inputs.items():
+        axes = (dynamic_axes or {}).get(name, {})
+        for axis, label in axes.items():
+            if tensor.shape[axis] < 2:
+                raise ExportError(
+                    f'the dynamo exporter makes an axis of size {tensor.shape[axis]} static: '
+                    f'give an example with {label} (axis {axis} of {name}) of at least 2')
+        shapes.append({axis: Dim.DYNAMIC for axis in axes} or None)
+    params = inspect.signature(module.forward).parameters.values()
+    if [p.kind for p in params] == [inspect.Parameter.VAR_POSITIONAL]:
+        return (tuple(shapes),)
+    return tuple(shapes)
+
+
+def check_dynamic_axes(path, dynamic_axes):
+    """Raise :class:`ExportError` unless the dynamic axes of the graph's inputs are symbolic in
+    the written file."""
+    import onnx
+    graph = onnx.load(path, load_external_data=False).graph
+    for value in graph.input:
+        dims = value.type.tensor_type.shape.dim
+        for axis, label in (dynamic_axes or {}).get(value.name, {}).items():
+            if dims[axis].HasField('dim_value'):
+                raise ExportError(
+                    f'the exporter made {label} (axis {axis} of {value.name}) static '
+                    f'({dims[axis].dim_value}): the model specialises it at the example size; '
+                    'export at a larger example (--shape), where every stage has more than '
+                    'one window')
+
+
 def export_graph(module, inputs, out, output_names, dynamic_axes=None, dynamo=False,
                  opset=None, verbose=False):
     """Export ``module`` at the example ``inputs`` (a dict: graph input name -> tensor, in the
     order of the forward's arguments) to the ONNX file ``out``, by the TorchScript exporter
-    (with ``dynamic_axes``) or the dynamo one (at the example's shapes).
+    or the dynamo one, the ``dynamic_axes`` (input or output name -> {axis: label}) symbolic.
 
     Raises:
         ExportError: naming the innermost module that was running when the exporter failed.
@@ -309,7 +342,10 @@ def export_graph(module, inputs, out, output_names, dynamic_axes=None, dynamo=Fa
     kwargs = dict(input_names=list(inputs), output_names=list(output_names),
                   opset_version=opset, dynamo=dynamo)
     if dynamo:
-        kwargs.update(external_data=False, optimize=True)
+        kwargs.update(external_data=False, optimize=True,
+                      custom_translation_table=dynamo_translations())
+        if dynamic_axes:
+            kwargs['dynamic_shapes'] = dynamic_shapes(module, inputs, dynamic_axes)
     else:
         kwargs['do_constant_folding'] = True
         if dynamic_axes:
@@ -330,4 +366,11 @@ def export_graph(module, inputs, out, output_names, dynamic_axes=None, dynamo=Fa
             raise ExportError(f'the {exporter} ONNX exporter failed in {where}: '
                               f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}'
                               ) from e
+    check_dynamic_axes(out, dynamic_axes)
     return out
+
+
+def dynamo_translations():
+    """The dynamo exporter's translations of mmdat's own ops (RoIAlign)."""
+    from .detection import roi_align_translations
+    return roi_align_translations()

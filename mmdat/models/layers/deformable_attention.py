@@ -445,6 +445,16 @@ def scale_yx(t, sy, sx):
     return torch.stack([t[..., 0] * sy, t[..., 1] * sx], dim=-1)
 
 
+def size_max(a, b):
+    """``max(a, b)`` of sizes that may be traced for export: tensors (TorchScript) or symbolic
+    ints (``torch.export``), where Python's ``max`` would freeze the example's branch."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return torch.maximum(torch.as_tensor(a), torch.as_tensor(b))
+    if isinstance(a, int) and isinstance(b, int):
+        return max(a, b)
+    return torch.sym_max(a, b)
+
+
 def is_tracing():
     """True while a graph is captured: ``torch.jit`` tracing or scripting (FLOP counting,
     TorchScript export), ``torch.onnx.export``, ``torch.export`` (the dynamo ONNX exporter) or
@@ -476,5 +486,5 @@ def resize_rpe_table(table, size):
 
 
 __all__ = ['deformable_attention', 'deformable_position_bias', 'grid_axis', 'grid_points',
-           'GRIDS', 'sample', 'sampling_dtype', 'is_tracing', 'assert_finite', 'check_tokens',
-           'DeformableAttention', 'resize_fixed_bias', 'resize_rpe_table']
+           'GRIDS', 'sample', 'sampling_dtype', 'is_tracing', 'size_max', 'assert_finite',
+           'check_tokens', 'DeformableAttention', 'resize_fixed_bias', 'resize_rpe_table']

@@ -37,7 +37,7 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch.autograd.function import once_differentiable
 
-from .deformable_attention import check_tokens, is_tracing, sampling_dtype
+from .deformable_attention import check_tokens, is_tracing, sampling_dtype, size_max
 
 
 def window_starts(length, kernel_size, device=None):
@@ -272,12 +272,12 @@ def tiled_neighborhood_attention(q, k, v, rpb, tile=(7, 7), max_chunk_elements=2
 # ----------------------------------------------------------------------------- module
 def pad_to_kernel(x, kernel_size):
     """(B, H, W, C) zero-padded at the right/bottom to at least K x K. With sizes traced for
-    export (tensors) the padding ``max(K - size, 0)`` is computed at run time, so one graph
-    serves maps both smaller and larger than the kernel."""
+    export (tensors or symbolic ints) the padding ``max(K - size, 0)`` is computed at run time,
+    so one graph serves maps both smaller and larger than the kernel."""
     H, W = x.shape[1], x.shape[2]
-    if isinstance(H, torch.Tensor):
-        return F.pad(x, (0, 0, 0, (kernel_size - W).clamp(min=0),
-                         0, (kernel_size - H).clamp(min=0)))
+    if not isinstance(H, int):
+        return F.pad(x, (0, 0, 0, size_max(kernel_size - W, 0),
+                         0, size_max(kernel_size - H, 0)))
     Hp, Wp = max(H, kernel_size), max(W, kernel_size)
     if (Hp, Wp) != (H, W):
         x = F.pad(x, (0, 0, 0, Wp - W, 0, Hp - H))
