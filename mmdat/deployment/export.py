@@ -320,8 +320,7 @@ def check_dynamic_axes(path, dynamic_axes):
                 raise ExportError(
                     f'the exporter made {label} (axis {axis} of {value.name}) static '
                     f'({dims[axis].dim_value}): the model specialises it at the example size; '
-                    'export at a larger example (--shape), where every stage has more than '
-                    'one window')
+                    'export at another example size (--shape, --batch)')
 
 
 def export_graph(module, inputs, out, output_names, dynamic_axes=None, dynamo=False,
