@@ -264,16 +264,16 @@ def preprocessed_batch(cfg, images, scale):
 @pytest.mark.parametrize('config', [MASK_RCNN, RETINANET], ids=['mask_rcnn', 'retinanet'])
 def test_trained_detector_dynamic(tmp_path, shapes, config, dynamo):
     """The acceptance: a trained checkpoint exported by tools/deployment/pytorch2onnx.py with
-    --dynamic (by either exporter) gives in onnxruntime the detections of model.predict on held-out images, at the
-    config's size (batches of 2) and upscaled 1.5x (1 image), rescaled to the images'
-    pixels."""
+    --dynamic (by either exporter) gives in onnxruntime the detections of model.predict on
+    held-out images, at the config's size (batches of 2) and upscaled 1.5x (1 image), rescaled
+    to the images' pixels."""
     import glob
     data_root, checkpoint = shapes
     ckpt = checkpoint(config)
     out = str(tmp_path / 'det.onnx')
-    proc = subprocess.run([sys.executable, _tool('pytorch2onnx.py'), config, '--checkpoint',
-                           ckpt, '--out', out, '--shape', '128', '160', '--dynamic']
-                          + ['--dynamo'] * dynamo, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    cmd = [sys.executable, _tool('pytorch2onnx.py'), config, '--checkpoint', ckpt, '--out', out,
+           '--shape', '128', '160', '--dynamic'] + ['--dynamo'] * dynamo
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert '0 unmatched' in proc.stdout
     cfg, _, model = build_export_model(config, ckpt)
