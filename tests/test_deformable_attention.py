@@ -169,17 +169,23 @@ DAT_PP_CONVENTIONS = dict(offset_range=-1.0, reference_grid='shifted', query_gri
     ids=['relative', 'fixed', 'none', 'no-offsets', 'dat++', 'dat++-no-offsets'])
 @pytest.mark.parametrize('hw,r,batch', [((5, 6), 1, 2), ((14, 14), 1, 1), ((23, 17), 2, 2),
                                         ((9, 31), 3, 1)])
-def test_chunked_path_equals_reference(variant, hw, r, batch):
+@pytest.mark.parametrize('splits', [1, 2, 3])
+def test_chunked_path_equals_reference(variant, hw, r, batch, splits, monkeypatch):
     """The memory-lean path gives the reference's values and gradients: float32, within 1e-5
     relative (to each element and to the tensor's scale, see ``assert_close_to_scale``), in
-    one chunk and in one query per chunk."""
+    one chunk, in chunks of 7 queries and in one query per chunk, with the position bias of
+    1, 2 or 3 sub-chunks sampled in one call (the last one padded)."""
+    from mmdat.models.layers import deformable_attention_chunked as chunked
+    monkeypatch.setattr(chunked, '_bias_splits', lambda maps, device: splits)
     torch.manual_seed(0)
     variant = dict(variant)
     mod = _module(variant.pop('pos_encoding'), key_downsample=r, feat=(7, 7), **variant).float()
     x = torch.randn(batch, hw[0] * hw[1], 16)
     grad_out = torch.randn(batch, hw[0] * hw[1], 16)
+    seven = 7 * batch * mod.num_heads * math.prod(mod.key_grid_size(*hw))
     results = []
-    for impl, chunk_size in (('reference', None), ('chunked', 2**22), ('chunked', 0)):
+    for impl, chunk_size in (('reference', None), ('chunked', 2**22), ('chunked', seven),
+                             ('chunked', 0)):
         mod.impl, mod.chunk_size = impl, chunk_size  # chunk_size 0: one query per chunk
         mod.zero_grad()
         xi = x.clone().requires_grad_()

@@ -91,29 +91,33 @@ def deformable_position_bias(table, query_points, key_points):
 
     Args:
         table (Tensor): (M, 2H0-1, 2W0-1) bias table B^, one per head.
-        query_points (Tensor): (Nq, 2) query positions, normalised (y, x).
+        query_points (Tensor): (Nq, 2) query positions, normalised (y, x); or (S, Nq, 2),
+            S sets of queries sampled in one call.
         key_points (Tensor): (B, G, Nk, 2) deformed key positions p + delta p.
 
     Returns:
-        Tensor: (B, M, Nq, Nk), heads of group g reading the displacements of group g, in the
-        dtype of ``table`` (sampled at points of at least float32).
+        Tensor: (B, M, Nq, Nk) (or (S, B, M, Nq, Nk)), heads of group g reading the
+        displacements of group g, in the dtype of ``table`` (sampled at points of at least
+        float32).
     """
     B, G, Nk, _ = key_points.shape
     M = table.shape[0]
+    Nq = query_points.shape[-2]
+    S = query_points.numel() // (2 * Nq)
     # R = (q - k) / 2: continuous relative displacements, normalised to [-1, 1], in (x, y)
-    # order, computed as two coordinate planes (2, B, G, Nq, Nk) and handed to grid_sample as
-    # a permuted view (it reads strided grids): a broadcast add into an interleaved last axis
-    # of 2 is 10-20x slower. The points are flipped and halved, not the displacements
+    # order, computed as two coordinate planes (2, S, B, G, Nq, Nk) and handed to grid_sample
+    # as a permuted view (it reads strided grids): a broadcast add into an interleaved last
+    # axis of 2 is 10-20x slower. The points are flipped and halved, not the displacements
     # (q / 2 + (k * -0.5) is (q - k) / 2 exactly: halving and negating a float are exact); the
     # keys are negated while small, so that R's gradient is summed before it is negated.
     # (contiguous: elementwise results keep their inputs' layout, and R would take theirs)
-    q_planes = query_points.flip(-1).t().contiguous() * 0.5  # (2, Nq)
+    q_planes = query_points.reshape(S, Nq, 2).flip(-1).permute(2, 0, 1).contiguous() * 0.5
     k_planes = key_points.flip(-1).permute(3, 0, 1, 2).contiguous() * -0.5  # (2, B, G, Nk)
-    R = q_planes[:, None, None, :, None] + k_planes[:, :, :, None, :]
-    tables = table.reshape(1, G, M // G, *table.shape[1:]).expand(B, -1, -1, -1, -1)
-    bias = sample(tables.reshape(B * G, M // G, *table.shape[1:]),
-                  R.permute(1, 2, 3, 4, 0).reshape(B * G, -1, Nk, 2), xy=True)
-    return bias.reshape(B, M, -1, Nk).to(table.dtype)
+    R = q_planes[:, :, None, None, :, None] + k_planes[:, None, :, :, None, :]
+    tables = table.reshape(1, 1, G, M // G, *table.shape[1:]).expand(S, B, -1, -1, -1, -1)
+    bias = sample(tables.reshape(S * B * G, M // G, *table.shape[1:]),
+                  R.permute(1, 2, 3, 4, 5, 0).reshape(S * B * G, Nq, Nk, 2), xy=True)
+    return bias.reshape(*query_points.shape[:-2], B, M, Nq, Nk).to(table.dtype)
 
 
 def deformed_keys_values(x, points, w_k, b_k, w_v, b_v):
