@@ -154,6 +154,23 @@ def test_dat_pp_structure():
                 assert attn.rpb.shape == (2 * 2**i, 13, 13)
 
 
+@pytest.mark.parametrize('batch', [1, 2])
+def test_token_convs_run_channels_last(batch):
+    """The convs over tokens (LPU, ConvFFN, offset network, downsampling) get a channels-last
+    view with a proper batch stride also for one image, so oneDNN runs them channels-last
+    (its output is) instead of copying the map to NCHW; same values as on an NCHW copy."""
+    from mmdat.models.backbones.dat import dwconv_tokens
+    from mmdat.models.layers.deformable_attention import token_map
+    tokens = torch.randn(batch, 6 * 10, 16)
+    m = token_map(tokens, (6, 10))
+    assert m.data_ptr() == tokens.data_ptr() and m.stride() == (60 * 16, 1, 10 * 16, 16)
+    assert torch.equal(m, tokens.transpose(1, 2).reshape(batch, 16, 6, 10))
+    conv = torch.nn.Conv2d(16, 16, 3, 1, 1, groups=16)
+    assert conv(m).stride(1) == 1
+    torch.testing.assert_close(dwconv_tokens(conv, tokens, (6, 10)),
+                               conv(m.contiguous()).flatten(2).transpose(1, 2))
+
+
 @pytest.mark.parametrize('size', [(225, 301), (513, 769)])
 @pytest.mark.parametrize('train', [True, False])
 def test_dat_pp_strides_at_odd_sizes(size, train):

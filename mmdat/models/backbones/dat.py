@@ -29,7 +29,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ...registry import register_model
 from ..layers.ddetr_attention import DeformableDETRAttention
 from ..layers.deformable_attention import (POS_ENCODINGS, DeformableAttention, LayerNorm2d,
-                                           assert_finite, resize_fixed_bias, resize_rpe_table)
+                                           assert_finite, resize_fixed_bias, resize_rpe_table,
+                                           token_map)
 from ..layers.neighborhood_attention import NeighborhoodAttention
 from ..layers.spatial_reduction_attention import SpatialReductionAttention
 from ..layers.window_attention import WindowMSA, resize_window_bias_table, window_attention
@@ -45,10 +46,8 @@ STAGE_TYPES = {'swin': 'LS', 'deformable': 'LD', 'pvt': 'P', 'ddetr': 'LX'}
 
 def dwconv_tokens(conv, x, hw_shape):
     """A (depthwise) conv over (B, L, C) tokens of an ``hw_shape`` map -> (B, L, C'), run in
-    channels-last layout (the tokens' own: no copies)."""
-    B, L, C = x.shape
-    y = conv(x.transpose(1, 2).reshape(B, C, *hw_shape))
-    return y.flatten(2).transpose(1, 2)
+    channels-last layout (the tokens' own: no copies, see ``token_map``)."""
+    return conv(token_map(x, hw_shape)).flatten(2).transpose(1, 2)
 
 
 class ConvFFN(BaseModule):
@@ -166,8 +165,7 @@ class DATStage(BaseModule):
 
     def forward(self, x, hw_shape):
         if self.downsample is not None:
-            B, L, C = x.shape
-            x, hw_shape = self.downsample(x.transpose(1, 2).reshape(B, C, *hw_shape))
+            x, hw_shape = self.downsample(token_map(x, hw_shape))
         for block in self.blocks:
             x = block(x, hw_shape)
         return x, hw_shape
