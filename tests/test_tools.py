@@ -350,22 +350,26 @@ def test_benchmark_deformable_block():
 
 def test_benchmark_table(monkeypatch, capsys, tmp_path):
     """``--table`` runs every setting's models alternately and prints one table (here one
-    small setting of three DAT-nano classifiers standing for DAT-T, DAT-T++ and Swin-T)."""
+    small setting of DAT-nano classifiers standing for DAT-T, DAT-T++ (also with
+    cfg-options, as its rows without checkpointing) and Swin-T)."""
     spec = importlib.util.spec_from_file_location('benchmark', osp.join(REPO, 'tools',
                                                                         'benchmark.py'))
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
-    configs = []
-    for name, arch in (('a.py', 'nano'), ('b.py', 'nano++'), ('c.py', 'nano')):
-        (tmp_path / name).write_text(
-            f"_base_ = '{REPO}/configs/demo/dat_nano_shapes_cls.py'\n"
-            f"model = dict(backbone=dict(arch='{arch}'))\n")
-        configs.append(str(tmp_path / name))
+    models = []
+    for name, arch, options in (('DAT-T', 'nano', None), ('DAT-T++', 'nano++', None),
+                                ('DAT-T++, cp', 'nano++', {'model.backbone.with_cp': True}),
+                                ('Swin-T', 'nano', None)):
+        config = tmp_path / f'{len(models)}.py'
+        config.write_text(f"_base_ = '{REPO}/configs/demo/dat_nano_shapes_cls.py'\n"
+                          f"model = dict(backbone=dict(arch='{arch}'))\n")
+        models.append((name, str(config), options))
     monkeypatch.setattr(benchmark, 'TABLE', [('64 classification', (64, 64), 2, False,
-                                              configs)])
+                                              models)])
     rows = benchmark.main(['--table', '--iters', '1', '--warmup', '0', '--device', 'cpu'])
     out = capsys.readouterr().out
-    assert len(rows) == 1 and len(rows[0][2]) == 3
+    assert len(rows) == 1 and len(rows[0][2]) == 4
     lines = [line for line in out.splitlines() if line.startswith('| 64 classification')]
-    assert [line.split(' | ')[1] for line in lines] == ['DAT-T', 'DAT-T++', 'Swin-T']
+    assert [line.split(' | ')[1] for line in lines] == ['DAT-T', 'DAT-T++', 'DAT-T++, cp',
+                                                         'Swin-T']
     assert lines[-1].split(' | ')[3] == '1.00x'  # Swin-T against itself

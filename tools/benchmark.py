@@ -42,6 +42,8 @@ both give the same output and input gradient.
 ``--table``: DAT-T, DAT-T++ and Swin-T (:data:`TABLE`) at 224 (the classifiers, batch 16), at
 800x1280 (the Mask R-CNN configs' backbones) and at 512x2048 (the UperNet configs' backbones),
 batch 1: inference and training step, images/s, peak memory, ratios to Swin-T, as one table.
+DAT-T++'s detection and segmentation configs checkpoint its blocks (``with_cp=True``); it is
+also timed without, like for like with Swin-T.
 
 ``--block neighborhood``: DAT++'s neighbourhood attention (``NeighborhoodAttention``, kernel 7)
 on the stage-1 tokens of an ``--shape`` image (DAT-T++: 64 channels, 2 heads), forward +
@@ -135,10 +137,11 @@ def _scalar(outputs):
 class Runner:
     """One model's inference and training steps on a fixed random batch."""
 
-    def __init__(self, config, batch, shape, device, amp, backbone_only, cfg_options=None):
+    def __init__(self, config, batch, shape, device, amp, backbone_only, cfg_options=None,
+                 name=None):
         from mmdat.utils.complexity import build_model, load_config, paper_shape, task_of
         cfg = load_config(config, cfg_options)
-        self.name = osp.basename(config.split('::')[-1])
+        self.name = name or osp.basename(config.split('::')[-1])
         self.task = task_of(cfg)
         self.shape = tuple(shape) if shape else paper_shape(cfg)
         torch.manual_seed(0)
@@ -218,6 +221,12 @@ def benchmark_models(args):
     for other in args.other or []:
         runners.append(Runner(other, args.batch, args.shape, args.device, args.amp,
                               args.backbone_only, args.other_cfg_options))
+    return time_models(runners, args)
+
+
+def time_models(runners, args):
+    """Inference (and with ``args.train`` training) of the runners, alternately: printed and
+    returned as {(name, mode): dict(images_per_s, peak_bytes)}."""
     modes = [('inference', 'infer')] + ([('train step', 'train_step')] if args.train else [])
     print(f'device: {args.device}'
           + (' (AMP float16)' if args.amp and torch.device(args.device).type == 'cuda' else
@@ -250,43 +259,51 @@ def benchmark_models(args):
     return results
 
 
-#: ``--table``: (setting, input (H, W), batch, backbone only, [DAT-T, DAT-T++, Swin-T configs])
+#: ``--table``: (setting, input (H, W), batch, backbone only, its models as (name, config,
+#: cfg-options)). DAT-T++'s detection and segmentation configs checkpoint the backbone's
+#: blocks (``with_cp=True``, the authors' setting), which recomputes each block's forward in
+#: the backward pass; its "no checkpointing" rows compare like for like with Swin-T.
+_DAT_PP_NO_CP = ('DAT-T++, no checkpointing', {'model.backbone.with_cp': False})
 TABLE = [
     ('224 classification', (224, 224), 16, False, [
-        'configs/classification/dat_t_in1k.py', 'configs/classification/dat_pp_t_in1k.py',
-        'mmpretrain::swin_transformer/swin-tiny_16xb64_in1k.py']),
+        ('DAT-T', 'configs/classification/dat_t_in1k.py', None),
+        ('DAT-T++', 'configs/classification/dat_pp_t_in1k.py', None),
+        ('Swin-T', 'mmpretrain::swin_transformer/swin-tiny_16xb64_in1k.py', None)]),
     ('800x1280 detection backbone', (800, 1280), 1, True, [
-        'configs/detection/mask_rcnn_dat_t_1x.py', 'configs/detection/mask_rcnn_dat_pp_t_1x.py',
-        'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py']),
+        ('DAT-T', 'configs/detection/mask_rcnn_dat_t_1x.py', None),
+        ('DAT-T++', 'configs/detection/mask_rcnn_dat_pp_t_1x.py', None),
+        (_DAT_PP_NO_CP[0], 'configs/detection/mask_rcnn_dat_pp_t_1x.py', _DAT_PP_NO_CP[1]),
+        ('Swin-T', 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py', None)]),
     ('512x2048 segmentation backbone', (512, 2048), 1, True, [
-        'configs/segmentation/upernet_dat_t_160k.py',
-        'configs/segmentation/upernet_dat_pp_t_160k.py',
-        'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py']),
+        ('DAT-T', 'configs/segmentation/upernet_dat_t_160k.py', None),
+        ('DAT-T++', 'configs/segmentation/upernet_dat_pp_t_160k.py', None),
+        (_DAT_PP_NO_CP[0], 'configs/segmentation/upernet_dat_pp_t_160k.py', _DAT_PP_NO_CP[1]),
+        ('Swin-T', 'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-'
+         '512x512.py', None)]),
 ]
-MODEL_NAMES = ('DAT-T', 'DAT-T++', 'Swin-T')
 
 
 def benchmark_table(args):
-    """Every setting of :data:`TABLE`, its three models alternately; then one table."""
+    """Every setting of :data:`TABLE`, its models alternately; then one table (ratios to the
+    setting's last model, Swin-T)."""
     repo = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    args = argparse.Namespace(**dict(vars(args), train=True))
     rows = []
-    for setting, shape, batch, backbone_only, configs in TABLE:
+    for setting, shape, batch, backbone_only, models in TABLE:
         print(f'=== {setting}')
-        configs = [c if '::' in c else osp.join(repo, c) for c in configs]
-        sub = argparse.Namespace(**dict(
-            vars(args), config=configs[0], other=configs[1:], shape=shape, batch=batch,
-            backbone_only=backbone_only, train=True, cfg_options=None,
-            other_cfg_options=None))
-        results = benchmark_models(sub)
-        names = [osp.basename(c.split('::')[-1]) for c in configs]
-        rows.append((setting, batch, [{m: results[(n, m)] for m in ('inference', 'train step')}
-                                      for n in names]))
+        runners = [Runner(c if '::' in c else osp.join(repo, c), batch, shape, args.device,
+                          args.amp, backbone_only, options, name=name)
+                   for name, c, options in models]
+        results = time_models(runners, argparse.Namespace(**dict(vars(args), batch=batch)))
+        rows.append((setting, batch, [(name, {m: results[(name, m)] for m in
+                                              ('inference', 'train step')})
+                                      for name, _, _ in models]))
     print('\n| setting | model | inference img/s | vs Swin-T | training img/s | vs Swin-T '
           '| training peak memory | vs Swin-T |')
     print('|---|---|---|---|---|---|---|---|')
     for setting, batch, models in rows:
-        swin = models[-1]
-        for name, r in zip(MODEL_NAMES, models):
+        swin = models[-1][1]
+        for name, r in models:
             inf, train = r['inference'], r['train step']
             print(f'| {setting}, batch {batch} | {name} | {inf["images_per_s"]:.2f} | '
                   f'{inf["images_per_s"] / swin["inference"]["images_per_s"]:.2f}x | '
