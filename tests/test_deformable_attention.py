@@ -239,3 +239,17 @@ def test_assert_finite(dtype):
         y[2, 17, 3] = value
         with pytest.raises(ValueError, match='bad'):
             assert_finite(y, 'bad')
+
+
+def test_displacement_planes_gradients():
+    """The displacements' own backward (sums in grid_sample's memory order) against
+    autograd's numerical gradients, first and second order, and the plain broadcast sum."""
+    from mmdat.models.layers.deformable_attention import displacement_planes
+    torch.manual_seed(0)
+    q = torch.randn(2, 3, 5, dtype=torch.double, requires_grad=True)  # (2, S, Nq)
+    k = torch.randn(2, 2, 4, 7, dtype=torch.double, requires_grad=True)  # (2, B, G, Nk)
+    assert torch.autograd.gradcheck(displacement_planes, (q, k))
+    assert torch.autograd.gradgradcheck(displacement_planes, (q, k))
+    R = displacement_planes(q, k)
+    assert R.shape == (2, 3, 2, 4, 5, 7) and R.grad_fn is not None
+    torch.testing.assert_close(R, q[:, :, None, None, :, None] + k[:, None, :, :, None, :])

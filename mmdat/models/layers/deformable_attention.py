@@ -86,6 +86,38 @@ def sample(z, points, xy=False):
     return out.squeeze(2) if squeeze else out
 
 
+def displacement_planes(q_planes, k_planes):
+    """``q_planes[:, :, None, None, :, None] + k_planes[:, None, :, :, None, :]``: the
+    (2, S, B, G, Nq, Nk) coordinate planes of the displacements from (2, S, Nq) query and
+    (2, B, G, Nk) (negated) key coordinates.
+
+    With a gradient, through :class:`_DisplacementPlanes`: the same sum, whose backward
+    reduces the incoming gradient in ``grid_sample``'s memory order.
+    """
+    if k_planes.requires_grad and torch.is_grad_enabled() and not is_tracing():
+        return _DisplacementPlanes.apply(q_planes, k_planes)
+    return q_planes[:, :, None, None, :, None] + k_planes[:, None, :, :, None, :]
+
+
+class _DisplacementPlanes(torch.autograd.Function):
+    """The broadcast sum of :func:`displacement_planes`, its gradients the sums over the
+    broadcast axes. They are taken in the (S, B, G, Nq, Nk, 2) order in which
+    ``grid_sample``'s backward writes them (autograd's own backward of the sum reduces the
+    permuted (2, ...) view: 10x slower, 1.6 ms instead of 0.16 ms for DAT-T++'s 2x1048x1000
+    stage-1 sub-chunks)."""
+
+    @staticmethod
+    def forward(ctx, q_planes, k_planes):
+        return q_planes[:, :, None, None, :, None] + k_planes[:, None, :, :, None, :]
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.permute(1, 2, 3, 4, 5, 0)  # (S, B, G, Nq, Nk, 2)
+        d_q = grad.sum((1, 2, 4)).permute(2, 0, 1) if ctx.needs_input_grad[0] else None
+        d_k = grad.sum((0, 3)).permute(3, 0, 1, 2) if ctx.needs_input_grad[1] else None
+        return d_q, d_k
+
+
 def deformable_position_bias(table, query_points, key_points):
     """The deformable relative position bias phi(B^; R) of Eq. 9.
 
@@ -113,7 +145,7 @@ def deformable_position_bias(table, query_points, key_points):
     # (contiguous: elementwise results keep their inputs' layout, and R would take theirs)
     q_planes = query_points.reshape(S, Nq, 2).flip(-1).permute(2, 0, 1).contiguous() * 0.5
     k_planes = key_points.flip(-1).permute(3, 0, 1, 2).contiguous() * -0.5  # (2, B, G, Nk)
-    R = q_planes[:, :, None, None, :, None] + k_planes[:, None, :, :, None, :]
+    R = displacement_planes(q_planes, k_planes)
     tables = table.reshape(1, 1, G, M // G, *table.shape[1:]).expand(S, B, -1, -1, -1, -1)
     bias = sample(tables.reshape(S * B * G, M // G, *table.shape[1:]),
                   R.permute(1, 2, 3, 4, 5, 0).reshape(S * B * G, Nq, Nk, 2), xy=True)
