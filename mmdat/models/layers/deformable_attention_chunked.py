@@ -8,8 +8,10 @@ the backward pass recomputes one chunk at a time and adds its gradients into buf
 once, so at most one chunk's (B, M, n, Nk) tensors are alive at a time.
 
 Per chunk, the bias is the reference path's :func:`deformable_position_bias` (one
-``F.grid_sample`` of the table) for the chunk's queries. The forward pass feeds it as the mask
-of one ``scaled_dot_product_attention``; the backward pass adds it in place onto
+``F.grid_sample`` of the table) for the chunk's queries, split into S sub-chunks stacked along
+``grid_sample``'s batch axis so that its CPU kernel, which parallelises over that axis only,
+keeps every thread busy (:func:`_bias_splits`). The forward pass feeds each sub-chunk's bias as
+the mask of one ``scaled_dot_product_attention``; the backward pass adds it in place onto
 ``q k^T / sqrt(d)`` and takes the softmax explicitly: the reference path's numerics up to float
 rounding.
 
