@@ -167,7 +167,7 @@ def deformed_points(model, inputs, blocks=None, query=None, topk=0):
     Returns:
         list[BlockPoints]: in the order of ``blocks``.
     """
-    from mmdat.models.layers.deformable_attention import grid_points
+    from mmdat.models.layers.deformable_attention import grid_points, token_map
     if inputs.shape[0] != 1:
         raise ValueError(f'one image at a time, got a batch of {inputs.shape[0]}')
     available = deformable_blocks(model.backbone)
@@ -182,7 +182,7 @@ def deformed_points(model, inputs, blocks=None, query=None, topk=0):
 
         def _hook(module, args, output):
             tokens, hw = args[0], tuple(args[1])
-            x = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *hw)
+            x = token_map(tokens, hw)
             captured[name] = (x, module.deformed_points(module.proj_q(x)))
 
         return _hook

@@ -544,7 +544,7 @@ class DAT(BaseModule):
             x, hw_shape = stage(x, hw_shape)
             if i in self.out_indices:
                 out = getattr(self, f'norm{i}')(x)
-                outs.append(out.transpose(1, 2).reshape(x.shape[0], -1, *hw_shape).contiguous())
+                outs.append(token_map(out, hw_shape).contiguous())
         return tuple(outs)
 
     # ------------------------------------------------------------------ init / train modes

@@ -96,7 +96,7 @@ def displacement_planes(q_planes, k_planes):
     """
     if k_planes.requires_grad and torch.is_grad_enabled() and not is_tracing():
         return _DisplacementPlanes.apply(q_planes, k_planes)
-    return q_planes[:, :, None, None, :, None] + k_planes[:, None, :, :, None, :]
+    return _DisplacementPlanes.forward(None, q_planes, k_planes)
 
 
 class _DisplacementPlanes(torch.autograd.Function):

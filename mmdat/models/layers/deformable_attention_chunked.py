@@ -234,8 +234,9 @@ def chunked_deformable_attention(q, x, points, w_k, b_k, w_v, b_v, num_heads, rp
         n = -(-per_chunk // S)  # per sub-chunk: the chunk's bound holds for its S
         query_points = query_points.reshape(H * W, 2)
         for start in range(0, H * W, S * n):
-            points_c = query_points[start:start + S * n]  # padded with the last query
-            points_c = torch.cat([points_c, points_c[-1:].expand(S * n - len(points_c), 2)])
+            points_c = query_points[start:start + S * n]
+            if len(points_c) < S * n:  # the last chunk: padded with its last query
+                points_c = torch.cat([points_c, points_c[-1:].expand(S * n - len(points_c), 2)])
             chunks.append(([slice(i, min(H * W, i + n))
                             for i in range(start, min(H * W, start + S * n), n)],
                            points_c.reshape(S, n, 2)))
@@ -301,6 +302,7 @@ class _ChunkedAttention(torch.autograd.Function):
         for slices, query_points in ctx.chunks:
             with torch.enable_grad():  # the position bias, as a graph back to its inputs
                 pos_bias = _position_bias(*leaves, query_points, ctx.position_bias, k.shape[2])
+            bias_values = None if pos_bias is None else pos_bias.detach()
             # its gradient, the sub-chunks' dS (zero on the padding)
             d_pos = None
             if wrt:
@@ -310,17 +312,16 @@ class _ChunkedAttention(torch.autograd.Function):
             for s, chunk in enumerate(slices):
                 q_c = q[:, :, chunk]
                 dz = grad_z[:, chunk].transpose(1, 2)  # (B, M, n, d)
-                bias = _sub_chunk_bias(None if pos_bias is None else pos_bias.detach(),
-                                       attn_bias, s, chunk)
+                bias = _sub_chunk_bias(bias_values, attn_bias, s, chunk)
                 with torch.no_grad(), torch.autocast(ctx.device_type, dtype, enabled):
                     p = _probabilities(q_c, k, bias)
                     if need_v:
                         dv += torch.matmul(p.to(v.dtype).transpose(-1, -2), dz)
                     # dS straight into the position bias's gradient where it can be
-                    out = None if d_pos is None else d_pos[s, :, :, :chunk.stop - chunk.start]
-                    if (out is None or not _full_precision(dz) or out.dtype != dz.dtype
-                            or not out.is_contiguous()):
-                        out = None
+                    out = None
+                    if d_pos is not None and _full_precision(dz) and d_pos.dtype == dz.dtype:
+                        out = d_pos[s, :, :, :chunk.stop - chunk.start]
+                        out = out if out.is_contiguous() else None
                     dp = torch.matmul(dz, v.transpose(-1, -2), out=out)
                     ds = _softmax_grad(p, dp.to(p.dtype))
                     del p
